@@ -1,0 +1,67 @@
+"""Plain-PyTorch reference implementations of the step's ops.
+
+These are the ground truth the fused kernels are tested against, and what runs on CPU.
+Shapes: T tokens, D hidden, E experts, K experts per token, I expert width,
+B batch, H heads, Hkv key/value heads, Lq/Lk query/key lengths, Dh head dim.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor | None, eps: float) -> torch.Tensor:
+    """Gemma's RMSNorm, computed in fp32 (x * (mean(x^2) + eps)^-1/2 * weight)."""
+    xf = x.float()
+    y = xf * torch.pow(xf.pow(2).mean(-1, keepdim=True) + eps, -0.5)
+    if weight is not None:
+        y = y * weight.float()
+    return y.type_as(x)
+
+
+def activation(name: str):
+    if name == "gelu_pytorch_tanh":
+        return lambda t: F.gelu(t, approximate="tanh")
+    if name == "gelu":
+        return F.gelu
+    raise ValueError(f"unknown activation {name!r}")
+
+
+def moe(
+    x: torch.Tensor,  # [T, D]
+    gate_up: torch.Tensor,  # [E, 2I, D]
+    down: torch.Tensor,  # [E, D, I]
+    topk_weights: torch.Tensor,  # [T, K] fp32
+    topk_ids: torch.Tensor,  # [T, K]
+    act: str,
+) -> torch.Tensor:  # [T, D]
+    """Sum over each token's K experts of weight * down(act(gate) * up), experts grouped by a sort."""
+    T, K = topk_ids.shape
+    fn = activation(act)
+    flat = topk_ids.reshape(-1)  # [T*K]
+    order = torch.argsort(flat, stable=True)
+    counts = torch.bincount(flat, minlength=gate_up.shape[0]).tolist()
+    token_of = order // K  # [T*K] token of each sorted slot
+    xs = x[token_of]  # [T*K, D]
+    out = torch.empty_like(xs)
+    start = 0
+    for e, n in enumerate(counts):
+        if n == 0:
+            continue
+        seg = xs[start : start + n]
+        g, u = F.linear(seg, gate_up[e]).chunk(2, dim=-1)
+        out[start : start + n] = F.linear(fn(g) * u, down[e])
+        start += n
+    weighted = out * topk_weights.reshape(-1)[order, None]  # fp32
+    return torch.zeros_like(x).index_add_(0, token_of, weighted.to(x.dtype))
+
+
+def attention(
+    q: torch.Tensor,  # [B, H, Lq, Dh]
+    k: torch.Tensor,  # [B, Hkv, Lk, Dh]
+    v: torch.Tensor,  # [B, Hkv, Lk, Dh]
+    mask: torch.Tensor | None = None,  # [Lq, Lk] bool, True = attend
+) -> torch.Tensor:  # [B, H, Lq, Dh]
+    """Scaled-dot-product attention with scale 1 (q and k are RMS-normed) and grouped KV heads."""
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=1.0, enable_gqa=q.shape[1] != k.shape[1])

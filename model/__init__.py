@@ -1,0 +1,1 @@
+"""dgls.model: DiffusionGemma's network, sampler, checkpoint loader and tokenizer."""

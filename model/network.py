@@ -1,0 +1,222 @@
+"""The DiffusionGemma network: a causal encoder over the prompt that writes a KV cache, and a
+bidirectional decoder over the canvas that reads it. Encoder and decoder share every weight
+except the per-layer scalars and the decoder's self-conditioning block.
+
+Shape legend: B canvases, P prompt tokens, L canvas tokens, D hidden, V vocabulary,
+H query heads, Hkv key/value heads, Dh head dim, E experts, K experts per token.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dgls.kernels import attention, moe, rms_norm
+from dgls.kernels.ops import activation
+
+from .config import LayerSpec, ModelConfig, RopeSpec
+
+
+def rope_inv_freq(spec: RopeSpec, head_dim: int) -> torch.Tensor:
+    """Inverse frequencies; "proportional" rotates a fraction of head_dim and leaves the rest unrotated."""
+    if spec.kind == "proportional":
+        angles = int(spec.partial * head_dim // 2)
+        rotated = 1.0 / (spec.theta ** (torch.arange(0, 2 * angles, 2, dtype=torch.float, device="cpu") / head_dim))
+        inv = torch.cat([rotated, torch.zeros(head_dim // 2 - angles, device="cpu")])
+    else:
+        dim = int(head_dim * spec.partial)
+        inv = 1.0 / (spec.theta ** (torch.arange(0, dim, 2, dtype=torch.float, device="cpu") / dim))
+    return inv / spec.factor
+
+
+def rope_tables(inv_freq: torch.Tensor, positions: torch.Tensor, dtype: torch.dtype):
+    freqs = positions[:, None].float() * inv_freq.to(positions.device)[None, :]  # [L, Dh/2]
+    emb = torch.cat([freqs, freqs], dim=-1)  # [L, Dh]
+    return emb.cos().to(dtype), emb.sin().to(dtype)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x: [B, L, H, Dh]; cos/sin: [L, Dh]."""
+    half = x.shape[-1] // 2
+    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+    return x * cos[None, :, None, :] + rotated * sin[None, :, None, :]
+
+
+@dataclass
+class PromptCache:
+    """Keys/values the encoder wrote, per layer: [Bp, Hkv, Pk, Dh], Bp = 1 (shared by every
+    canvas) or the canvas batch. Sliding layers keep only their last `sliding_window - 1`
+    positions, as the reference's cache does. `length` is the full prompt length P."""
+
+    keys: list[torch.Tensor]
+    values: list[torch.Tensor]
+    length: int
+
+    @property
+    def batch(self) -> int:
+        return self.keys[0].shape[0]
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig, spec: LayerSpec):
+        super().__init__()
+        self.spec = spec
+        self.num_heads = cfg.num_heads
+        self.eps = cfg.rms_norm_eps
+        # Global layers have no value projection: values are the (unrotated) keys.
+        kv_proj = 2 if spec.sliding else 1
+        self.wqkv = nn.Parameter(torch.empty((cfg.num_heads + kv_proj * spec.kv_heads) * spec.head_dim, cfg.hidden_size))
+        self.wo = nn.Parameter(torch.empty(cfg.hidden_size, cfg.num_heads * spec.head_dim))
+        self.q_norm = nn.Parameter(torch.ones(spec.head_dim))
+        self.k_norm = nn.Parameter(torch.ones(spec.head_dim))
+
+    def project(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
+        """x [B, L, D] -> q [B, H, L, Dh], k and v [B, Hkv, L, Dh]."""
+        B, L, _ = x.shape
+        Dh, Hkv = self.spec.head_dim, self.spec.kv_heads
+        qkv = F.linear(x, self.wqkv)
+        q_size, kv_size = self.num_heads * Dh, Hkv * Dh
+        q = qkv[..., :q_size].view(B, L, self.num_heads, Dh)
+        k_raw = qkv[..., q_size : q_size + kv_size].view(B, L, Hkv, Dh)
+        v_raw = qkv[..., q_size + kv_size :].view(B, L, Hkv, Dh) if self.spec.sliding else k_raw
+        q = apply_rope(rms_norm(q, self.q_norm, self.eps), cos, sin).transpose(1, 2)
+        k = apply_rope(rms_norm(k_raw, self.k_norm, self.eps), cos, sin).transpose(1, 2)
+        v = rms_norm(v_raw, None, self.eps).transpose(1, 2)
+        return q, k, v
+
+    def output(self, o: torch.Tensor) -> torch.Tensor:
+        """o [B, H, L, Dh] -> [B, L, D]."""
+        B, _, L, _ = o.shape
+        return F.linear(o.transpose(1, 2).reshape(B, L, -1), self.wo)
+
+
+class Layer(nn.Module):
+    """One transformer layer: attention, then a dense MLP beside a mixture of experts."""
+
+    def __init__(self, cfg: ModelConfig, spec: LayerSpec):
+        super().__init__()
+        D, I, E, Ie = cfg.hidden_size, cfg.intermediate_size, cfg.num_experts, cfg.moe_intermediate_size
+        self.eps = cfg.rms_norm_eps
+        self.top_k = cfg.top_k
+        self.act_name = cfg.activation
+        self.act = activation(cfg.activation)
+        self.attn = Attention(cfg, spec)
+        for name in ("input_norm", "post_attn_norm", "pre_mlp_norm", "post_mlp_norm",
+                     "pre_moe_norm", "post_moe_norm", "post_ffn_norm"):
+            setattr(self, name, nn.Parameter(torch.ones(D)))
+        self.mlp_gate_up = nn.Parameter(torch.empty(2 * I, D))
+        self.mlp_down = nn.Parameter(torch.empty(D, I))
+        self.router = nn.Parameter(torch.empty(E, D))
+        self.router_scale = nn.Parameter(torch.ones(D))
+        self.expert_scale = nn.Parameter(torch.ones(E))
+        self.experts_gate_up = nn.Parameter(torch.empty(E, 2 * Ie, D))
+        self.experts_down = nn.Parameter(torch.empty(E, D, Ie))
+        self.encoder_scalar = nn.Parameter(torch.ones(1))
+        self.decoder_scalar = nn.Parameter(torch.ones(1))
+
+    def route(self, h: torch.Tensor):
+        """h [T, D] -> weights [T, K] (fp32), expert ids [T, K]."""
+        x = rms_norm(h, None, self.eps) * self.router_scale * (h.shape[-1] ** -0.5)
+        probs = torch.softmax(F.linear(x, self.router), dim=-1, dtype=torch.float32)  # [T, E]
+        weights, ids = torch.topk(probs, self.top_k, dim=-1)
+        weights = weights / weights.sum(dim=-1, keepdim=True)
+        return weights * self.expert_scale[ids], ids
+
+    def feed_forward(self, h: torch.Tensor) -> torch.Tensor:
+        """The block after attention: h [B, L, D] -> h [B, L, D] (residual included)."""
+        g, u = F.linear(rms_norm(h, self.pre_mlp_norm, self.eps), self.mlp_gate_up).chunk(2, dim=-1)
+        dense = rms_norm(F.linear(self.act(g) * u, self.mlp_down), self.post_mlp_norm, self.eps)
+        flat = h.reshape(-1, h.shape[-1])  # [T, D]
+        weights, ids = self.route(flat)
+        experts = moe(rms_norm(flat, self.pre_moe_norm, self.eps), self.experts_gate_up, self.experts_down,
+                      weights, ids, self.act_name)
+        experts = rms_norm(experts.view(h.shape), self.post_moe_norm, self.eps)
+        return h + rms_norm(dense + experts, self.post_ffn_norm, self.eps)
+
+    def after_attention(self, h: torch.Tensor, attn_out: torch.Tensor, scalar: torch.Tensor) -> torch.Tensor:
+        h = h + rms_norm(attn_out, self.post_attn_norm, self.eps)
+        return self.feed_forward(h) * scalar
+
+
+class DiffusionGemma(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        D, I = cfg.hidden_size, cfg.intermediate_size
+        self.embed = nn.Parameter(torch.empty(cfg.vocab_size, D))  # tied with the output head
+        self.layers = nn.ModuleList(Layer(cfg, spec) for spec in cfg.layers)
+        self.norm = nn.Parameter(torch.ones(D))
+        self.sc_norm = nn.Parameter(torch.ones(D))
+        self.sc_gate_up = nn.Parameter(torch.empty(2 * I, D))
+        self.sc_down = nn.Parameter(torch.empty(D, I))
+        self.act = activation(cfg.activation)
+        self._inv_freq = {spec: rope_inv_freq(cfg.rope(spec), spec.head_dim) for spec in set(cfg.layers)}
+
+    @property
+    def device(self) -> torch.device:
+        return self.embed.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.embed.dtype
+
+    def embed_tokens(self, ids: torch.Tensor) -> torch.Tensor:
+        scale = torch.tensor(self.cfg.hidden_size**0.5).to(self.dtype)
+        return F.embedding(ids, self.embed) * scale
+
+    def _rope(self, positions: torch.Tensor, dtype: torch.dtype) -> dict[LayerSpec, tuple]:
+        return {spec: rope_tables(inv, positions, dtype) for spec, inv in self._inv_freq.items()}
+
+    @torch.no_grad()
+    def encode(self, prompt: torch.Tensor) -> PromptCache:
+        """Causal pass over the prompt [Bp, P]; returns the KV cache the decoder reads."""
+        P = prompt.shape[1]
+        h = self.embed_tokens(prompt)
+        tables = self._rope(torch.arange(P, device=prompt.device), h.dtype)
+        i = torch.arange(P, device=prompt.device)
+        causal = i[None, :] <= i[:, None]  # [P, P]
+        sliding = causal & (i[None, :] > i[:, None] - self.cfg.sliding_window)
+        keep = self.cfg.sliding_window - 1
+        keys, values = [], []
+        for layer in self.layers:
+            spec = layer.attn.spec
+            x = rms_norm(h, layer.input_norm, self.cfg.rms_norm_eps)
+            q, k, v = layer.attn.project(x, *tables[spec])
+            o = attention(q, k, v, sliding if spec.sliding else causal)
+            h = layer.after_attention(h, layer.attn.output(o), layer.encoder_scalar)
+            if spec.sliding:
+                k, v = k[:, :, -keep:], v[:, :, -keep:]
+            keys.append(k)
+            values.append(v)
+        return PromptCache(keys, values, P)
+
+    @torch.no_grad()
+    def decode(self, canvas: torch.Tensor, cache: PromptCache, sc_logits: torch.Tensor | None = None) -> torch.Tensor:
+        """Bidirectional pass over canvases [B, L] reading `cache`; returns soft-capped fp32 logits [B, L, V].
+
+        `sc_logits` [B, L, V] are the previous step's (processed) logits for self-conditioning."""
+        B, L = canvas.shape
+        eps = self.cfg.rms_norm_eps
+        h = self.embed_tokens(canvas)
+        if sc_logits is not None:
+            probs = torch.softmax(sc_logits, dim=-1, dtype=torch.float32).to(self.dtype)
+            soft = (probs @ self.embed) * torch.tensor(self.cfg.hidden_size**0.5).to(h.dtype)
+            g, u = F.linear(rms_norm(soft, self.sc_norm, eps), self.sc_gate_up).chunk(2, dim=-1)
+            h = h + F.linear(self.act(g) * u, self.sc_down)
+        h = rms_norm(h, None, eps)
+        positions = torch.arange(cache.length, cache.length + L, device=canvas.device)
+        tables = self._rope(positions, h.dtype)
+        for n, layer in enumerate(self.layers):
+            x = rms_norm(h, layer.input_norm, eps)
+            q, k, v = layer.attn.project(x, *tables[layer.attn.spec])
+            ck, cv = cache.keys[n], cache.values[n]
+            k = torch.cat([ck.expand(B, -1, -1, -1), k], dim=2)
+            v = torch.cat([cv.expand(B, -1, -1, -1), v], dim=2)
+            h = layer.after_attention(h, layer.attn.output(attention(q, k, v)), layer.decoder_scalar)
+        h = rms_norm(h, self.norm, eps)
+        logits = F.linear(h, self.embed).float()
+        cap = self.cfg.final_logit_softcap
+        return torch.tanh(logits / cap) * cap

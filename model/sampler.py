@@ -1,0 +1,164 @@
+"""The uniform-state diffusion sampler of DiffusionGemma, as the reference runs it.
+
+The canvas starts as uniform random tokens. Each step the decoder predicts every position;
+a linear temperature schedule scales the logits; a token is sampled per position; the
+lowest-entropy samples are accepted under an entropy bound and the rest re-noised with
+fresh random tokens; a canvas stops when its argmax is stable and its mean entropy is low.
+The output is the argmax canvas. Random draws happen in the reference's order, so the same
+seed gives the same tokens as transformers' `generate`.
+
+dgls adds a per-step callback that may stop the loop (cancellation, latency budget) and
+keep the best canvas so far, and per-canvas statistics.
+
+Shape legend: B canvases, L canvas length, V vocabulary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from .config import SamplerConfig
+from .network import DiffusionGemma, PromptCache
+
+
+@dataclass
+class StepState:
+    """What the callback sees after each denoising step."""
+
+    step: int  # denoising steps run so far (1-based)
+    max_steps: int
+    argmax: torch.Tensor  # [B, L] the current best canvases
+    finished: torch.Tensor  # [B] bool, canvases that met the stopping rule
+    accepted: torch.Tensor  # [B] tokens accepted this step
+
+
+@dataclass
+class DenoiseResult:
+    tokens: torch.Tensor  # [B, L] final argmax canvases
+    steps: list[int]  # decoder passes each canvas took before it stopped
+    accepted_per_step: list[list[int]]  # per canvas, tokens accepted at each of its steps
+    confidence: list[float]  # per canvas, mean top probability up to and including its first EOS
+    stop_reason: str  # "converged" | "max_steps" | "callback"
+    finished: list[bool] = field(default_factory=list)  # per canvas, met the stopping rule
+
+
+def token_entropy(logits: torch.Tensor) -> torch.Tensor:
+    """Entropy per position [B, L] of logits [B, L, V], computed as torch.distributions does."""
+    return torch.distributions.Categorical(logits=logits, validate_args=False).entropy()
+
+
+def _mean_until_eos(values: torch.Tensor, tokens: torch.Tensor, eos_ids: tuple[int, ...]) -> list[float]:
+    """Mean of values [B, L] over positions up to and including each row's first EOS."""
+    if eos_ids:
+        is_eos = torch.isin(tokens, torch.tensor(eos_ids, device=tokens.device))
+        after_eos = (is_eos.long().cumsum(-1) - is_eos.long()) > 0
+        keep = ~after_eos
+    else:
+        keep = torch.ones_like(tokens, dtype=torch.bool)
+    total = (values * keep).sum(-1)
+    return (total / keep.sum(-1).clamp(min=1)).tolist()
+
+
+@torch.no_grad()
+def denoise(
+    model: DiffusionGemma,
+    cache: PromptCache,
+    num_canvases: int,
+    sampler: SamplerConfig,
+    *,
+    canvas_length: int | None = None,
+    seed: int | None = None,
+    generator: torch.Generator | None = None,
+    initial_canvas: torch.Tensor | None = None,
+    on_step: Callable[[StepState], bool] | None = None,
+) -> DenoiseResult:
+    """Denoise `num_canvases` canvases over one prompt cache.
+
+    `on_step` runs after every step; returning True stops the loop at once and the current
+    argmax canvases are returned (stop_reason "callback")."""
+    cfg = model.cfg
+    B, L, V = num_canvases, canvas_length or cfg.canvas_length, cfg.vocab_size
+    device = model.device
+    if generator is None:
+        generator = torch.Generator(device=device)
+        if seed is None:
+            generator.seed()
+        else:
+            generator.manual_seed(seed)
+    if cache.batch not in (1, B):
+        raise ValueError(f"prompt cache has batch {cache.batch}, need 1 or {B}")
+
+    if initial_canvas is None:
+        canvas = torch.randint(0, V, (B, L), device=device, generator=generator)
+    else:
+        canvas = initial_canvas.to(device)
+        if tuple(canvas.shape) != (B, L):
+            raise ValueError(f"initial canvas has shape {tuple(canvas.shape)}, need {(B, L)}")
+    argmax = canvas
+    sc_logits = None
+    finished = torch.zeros(B, dtype=torch.bool, device=device)
+    passes = torch.zeros(B, dtype=torch.long, device=device)
+    history = None
+    if sampler.stability_threshold > 0:
+        history = torch.full((sampler.stability_threshold, B, L), -1, dtype=torch.long, device=device)
+    accepted_log: list[torch.Tensor] = []
+    top_prob = torch.zeros(B, L, device=device)
+    stop_reason = "max_steps"
+    S = sampler.max_steps
+
+    for remaining in range(S, 0, -1):  # the reference counts steps down, S .. 1
+        passes += ~finished
+        temperature = sampler.t_min + (sampler.t_max - sampler.t_min) * (remaining / S)
+        logits = model.decode(canvas, cache, sc_logits) / temperature  # [B, L, V] fp32
+        probs = torch.softmax(logits, dim=-1, dtype=torch.float32)
+        sampled = torch.multinomial(probs.view(-1, V), 1, generator=generator).view(B, L)
+        new_argmax = logits.argmax(dim=-1)
+
+        # Entropy-bound acceptance: the lowest-entropy positions whose summed entropy, less
+        # the largest, stays within the bound.
+        entropy = token_entropy(logits)  # [B, L]
+        sorted_entropy, order = torch.sort(entropy, dim=-1)
+        chosen = torch.cumsum(sorted_entropy, dim=-1) - sorted_entropy <= sampler.entropy_bound
+        accept = torch.scatter(torch.zeros_like(chosen), -1, order, chosen)
+        noise = torch.randint(0, V, (B, L), device=device, generator=generator)
+        new_canvas = torch.where(accept, sampled, torch.where(~accept, noise, canvas))
+
+        running = ~finished
+        accepted_log.append(torch.where(running, accept.sum(-1), 0))
+        top_prob = torch.where(running[:, None], probs.max(dim=-1).values, top_prob)
+        if finished.any():  # finished canvases keep their state
+            new_argmax = torch.where(finished[:, None], argmax, new_argmax)
+            new_canvas = torch.where(finished[:, None], canvas, new_canvas)
+            logits = torch.where(finished[:, None, None], sc_logits, logits)
+
+        if history is None:
+            stable = torch.ones(B, dtype=torch.bool, device=device)
+        else:
+            stable = (history == new_argmax[None]).all(dim=-1).all(dim=0)
+            history = torch.roll(history, shifts=-1, dims=0)
+            history[-1] = new_argmax
+        confident = entropy.mean(dim=-1) < sampler.confidence_threshold
+        finished = finished | (stable & confident)
+
+        sc_logits = logits.to(model.dtype)
+        canvas, argmax = new_canvas, new_argmax
+        if finished.all():
+            stop_reason = "converged"
+            break
+        if on_step is not None and on_step(StepState(S - remaining + 1, S, argmax, finished, accepted_log[-1])):
+            stop_reason = "callback"
+            break
+
+    steps = passes.tolist()
+    accepted = torch.stack(accepted_log, dim=1).tolist()  # [B, steps run]
+    return DenoiseResult(
+        tokens=argmax,
+        steps=steps,
+        accepted_per_step=[row[:n] for row, n in zip(accepted, steps)],
+        confidence=_mean_until_eos(top_prob, argmax, model.cfg.eos_ids),
+        stop_reason=stop_reason,
+        finished=finished.tolist(),
+    )
