@@ -134,3 +134,16 @@ def test_sampler_matches_reference_when_canvases_stop_early(settling_pair, sampl
     steps = assert_same_generation(*settling_pair, s, seeds=range(4))
     assert min(steps) < s.max_steps, steps
     assert len(set(steps)) > 1, steps
+
+
+def test_checkpoints_dgls_writes_load_in_transformers(random_checkpoint):
+    """dgls's writer produces a real DiffusionGemma checkpoint: transformers reads it and agrees."""
+    from transformers import DiffusionGemmaForBlockDiffusion
+
+    ref = DiffusionGemmaForBlockDiffusion.from_pretrained(random_checkpoint).eval()
+    mine, _ = loader.load_network(random_checkpoint, dtype="float32", device="cpu")
+    V = mine.cfg.vocab_size
+    prompt, canvas = prompts(1, 20, V), prompts(2, 16, V, seed=6)
+    with torch.no_grad():
+        expected = ref(input_ids=prompt.expand(2, -1), decoder_input_ids=canvas).logits
+    torch.testing.assert_close(mine.decode(canvas, mine.encode(prompt)), expected, **TOL)

@@ -1,0 +1,65 @@
+"""The sampler's own promises: seeds, the stopping callback, statistics."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dgls.model import loader
+from dgls.model.config import SamplerConfig
+from dgls.model.sampler import denoise
+
+
+@pytest.fixture(scope="module")
+def model(random_checkpoint):
+    return loader.load_network(random_checkpoint, device="cpu")[0]
+
+
+@pytest.fixture(scope="module")
+def cache(model):
+    return model.encode(torch.tensor([[5, 9, 11, 40, 7]]))
+
+
+def test_same_seed_same_canvases_other_seed_others(model, cache):
+    s = SamplerConfig(max_steps=4)
+    a = denoise(model, cache, 2, s, seed=3)
+    b = denoise(model, cache, 2, s, seed=3)
+    c = denoise(model, cache, 2, s, seed=4)
+    assert torch.equal(a.tokens, b.tokens)
+    assert not torch.equal(a.tokens, c.tokens)
+
+
+def test_callback_stops_the_loop_and_keeps_the_best_canvas_so_far(model, cache):
+    seen = []
+
+    def stop_at_three(state):
+        seen.append((state.step, state.argmax.clone()))
+        return state.step == 3
+
+    result = denoise(model, cache, 2, SamplerConfig(max_steps=20), seed=0, on_step=stop_at_three)
+    assert result.stop_reason == "callback"
+    assert [step for step, _ in seen] == [1, 2, 3]
+    assert result.steps == [3, 3]
+    assert torch.equal(result.tokens, seen[-1][1])
+
+
+def test_statistics_per_canvas(model, cache):
+    result = denoise(model, cache, 3, SamplerConfig(max_steps=5), seed=0)
+    assert result.stop_reason == "max_steps"
+    assert result.steps == [5, 5, 5]
+    for accepted, confidence in zip(result.accepted_per_step, result.confidence):
+        assert len(accepted) == 5 and all(0 <= a <= 16 for a in accepted)
+        assert 0.0 < confidence <= 1.0
+
+
+def test_cache_batch_must_fit(model):
+    cache = model.encode(torch.tensor([[5, 9], [7, 8]]))
+    with pytest.raises(ValueError, match="prompt cache has batch 2, need 1 or 3"):
+        denoise(model, cache, 3, SamplerConfig(max_steps=2), seed=0)
+
+
+def test_sampler_config_rejects_nonsense():
+    with pytest.raises(ValueError, match="t_min < t_max"):
+        SamplerConfig(t_min=0.9, t_max=0.1)
+    with pytest.raises(ValueError, match="max_steps"):
+        SamplerConfig(max_steps=0)
