@@ -111,7 +111,10 @@ def denoise(
 
     for remaining in range(S, 0, -1):  # the reference counts steps down, S .. 1
         passes += ~finished
-        temperature = sampler.t_min + (sampler.t_max - sampler.t_min) * (remaining / S)
+        # Computed in fp32 from an int32 step, exactly as the reference does: a temperature one
+        # ulp off flips near-tied acceptances and the canvases drift apart.
+        step = torch.tensor(remaining, dtype=torch.int32, device=device)
+        temperature = sampler.t_min + (sampler.t_max - sampler.t_min) * (step / S)
         logits = model.decode(canvas, cache, sc_logits) / temperature  # [B, L, V] fp32
         probs = torch.softmax(logits, dim=-1, dtype=torch.float32)
         sampled = torch.multinomial(probs.view(-1, V), 1, generator=generator).view(B, L)

@@ -147,3 +147,21 @@ def test_checkpoints_dgls_writes_load_in_transformers(random_checkpoint):
     with torch.no_grad():
         expected = ref(input_ids=prompt.expand(2, -1), decoder_input_ids=canvas).logits
     torch.testing.assert_close(mine.decode(canvas, mine.encode(prompt)), expected, **TOL)
+
+
+def test_long_runs_on_a_larger_vocabulary_stay_identical(tmp_path_factory):
+    """48 steps over an 8k vocabulary with a prompt longer than the sliding window: near-tied
+    entropies make acceptance fragile, so any rounding difference would show here."""
+    from transformers import DiffusionGemmaForBlockDiffusion
+
+    from dgls.model import random_checkpoint
+
+    directory = random_checkpoint.write(tmp_path_factory.mktemp("bench-16m"), "bench-16m", seed=2)
+    ref = DiffusionGemmaForBlockDiffusion.from_pretrained(directory).eval()
+    mine, _ = loader.load_network(directory, dtype="float32", device="cpu")
+    prompt = prompts(2, 300, mine.cfg.vocab_size)
+    s = SamplerConfig(max_steps=48, confidence_threshold=1e-12)
+    expected, expected_steps = reference_generate(ref, prompt, s, seed=5)
+    got = denoise(mine, mine.encode(prompt), 2, s, canvas_length=ref.config.canvas_length, seed=5)
+    assert torch.equal(pad_after_eos(got.tokens, 1, ref.generation_config.pad_token_id), expected)
+    assert got.steps == expected_steps == [48, 48]
