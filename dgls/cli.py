@@ -1,5 +1,6 @@
 """The `dgls` command.
 
+    dgls complete FILE:LINE[:COL] [--json] [--n N] [--max-ms MS] [--mode auto|line|block]
     dgls infill --prefix TEXT [--suffix TEXT] [--model PATH] [--n N] [--json]
 
 The editor-facing commands must start fast, so this module imports nothing heavy at the top:
@@ -11,8 +12,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from pathlib import Path
+
+from .options import DEFAULTS
 
 MODEL_ENV = "DGLS_MODEL"
 
@@ -59,20 +63,18 @@ def read_text_arg(value: str | None, file: str | None, what: str) -> str:
 
 
 def cmd_infill(args: argparse.Namespace) -> int:
-    from dgls.model.engine import Engine, EngineError  # heavy: torch
-    from dgls.model.loader import CheckpointError
-    from dgls.model.prompt import InfillRequest
+    from dgls.model.api import InfillRequest
+    from dgls.model.engine import EngineError  # heavy: torch
 
     prefix = read_text_arg(args.prefix, args.prefix_file, "prefix")
     suffix = read_text_arg(args.suffix, args.suffix_file, "suffix")
     if args.n < 1:
         raise UsageError(f"--n must be at least 1, got {args.n}")
+    engine = load_engine(args)
     try:
-        engine = Engine.load(args.model or default_model(), dtype=args.dtype, device=args.device,
-                             progress=progress_bar("loading model"))
         result = engine.infill(InfillRequest(prefix, suffix, language=args.language), n=args.n,
                                canvas_length=args.canvas, max_steps=args.max_steps, seed=args.seed)
-    except (CheckpointError, EngineError) as e:
+    except EngineError as e:
         raise UsageError(str(e)) from None
     if args.json:
         print(json.dumps({
@@ -88,23 +90,116 @@ def cmd_infill(args: argparse.Namespace) -> int:
     return 0 if any(c.text.strip() for c in result.candidates) else 1
 
 
+def parse_location(spec: str) -> tuple[str, int, int | None]:
+    """FILE:LINE[:COL], 1-based; no column means the end of the line."""
+    m = re.fullmatch(r"(.+?):(\d+)(?::(\d+))?", spec)
+    if not m:
+        raise UsageError(f"expected FILE:LINE[:COL], got {spec!r}")
+    line, col = int(m.group(2)), m.group(3)
+    if line < 1 or (col is not None and int(col) < 1):
+        raise UsageError(f"{spec}: lines and columns count from 1")
+    return m.group(1), line, None if col is None else int(col)
+
+
+def cursor_offset(text: str, path: str, line: int, col: int | None) -> int:
+    from .text import line_starts, split_lines
+
+    lines = split_lines(text)
+    if line > len(lines):
+        raise UsageError(f"{path} has {len(lines)} lines; line {line} is out of range")
+    width = len(lines[line - 1])
+    if col is None:
+        col = width + 1
+    if col > width + 1:
+        raise UsageError(f"{path}:{line} has {width} characters; column {col} is out of range")
+    return line_starts(text)[line - 1] + col - 1
+
+
+def cmd_complete(args: argparse.Namespace) -> int:
+    from .complete import complete
+    from .files import SourceError, read_source
+    from .hole import NONE, Document, classify
+    from .languages import UnsupportedLanguage, for_path
+    from .text import position_at
+
+    path, line, col = parse_location(args.location)
+    if args.n is not None and args.n < 1:
+        raise UsageError(f"--n must be at least 1, got {args.n}")
+    try:
+        language = for_path(path)
+        text = read_source(path, DEFAULTS.max_file_bytes)
+    except (SourceError, UnsupportedLanguage) as e:
+        raise UsageError(str(e)) from None
+    offset = cursor_offset(text, path, line, col)
+    hole = classify(Document(text, language), offset, args.mode)
+    if hole.kind == NONE:  # decided before loading a model
+        print(f"dgls: no suggestion: {hole.reason}", file=sys.stderr)
+        return 1
+    engine = load_engine(args)
+    result = complete(engine, text, offset, language, path=path, mode=args.mode, n=args.n,
+                      budget_ms=args.max_ms, seed=args.seed)
+
+    def pos(offset: int) -> dict:
+        ln, cl = position_at(text, offset)
+        return {"line": ln + 1, "col": cl + 1}
+
+    if args.json:
+        print(json.dumps({
+            "file": path, "hole": {"kind": result.hole.kind, "reason": result.hole.reason},
+            "candidates": [
+                {"text": s.text, "range": {"start": pos(result.start), "end": pos(result.end)},
+                 "confidence": round(s.confidence, 4), "steps": s.steps} for s in result.suggestions],
+            "rejected": [{"text": t, "why": why} for t, why in result.rejected],
+            "prompt_tokens": result.prompt_tokens, "canvas_length": result.canvas_length,
+            "stop_reason": result.stop_reason,
+            "timing": {k: round(v, 2) for k, v in result.timing.items()},
+        }, indent=2))
+    elif result.suggestions:
+        print(result.suggestions[0].text)
+    return 0 if result.suggestions else 1
+
+
+def load_engine(args: argparse.Namespace):
+    from dgls.model.engine import Engine  # heavy: torch
+    from dgls.model.loader import CheckpointError
+
+    try:
+        return Engine.load(args.model or default_model(), dtype=args.dtype, device=args.device,
+                           progress=progress_bar("loading model"))
+    except CheckpointError as e:
+        raise UsageError(str(e)) from None
+
+
+def add_model_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", help=f"checkpoint directory or local HF cache id (default: ${MODEL_ENV} or dgls-tiny)")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--dtype", default="auto", help="auto, float32, bfloat16 or float16")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+    p.add_argument("--json", action="store_true", help="print all candidates with statistics as JSON")
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="dgls", description="Code infill with a text-diffusion MoE model.")
     sub = ap.add_subparsers(dest="command", required=True)
+    comp = sub.add_parser("complete", help="complete the code at FILE:LINE[:COL] (1-based; no column: end of line)")
+    comp.add_argument("location", metavar="FILE:LINE[:COL]")
+    comp.add_argument("--n", type=int, default=None,
+                      help=f"parallel candidates (default {DEFAULTS.candidates_invoked})")
+    comp.add_argument("--max-ms", type=float, default=None,
+                      help=f"latency budget in ms (default {DEFAULTS.line_budget_ms} line, {DEFAULTS.block_budget_ms} block)")
+    comp.add_argument("--mode", default="auto", choices=["auto", "line", "block"], help="hole kind (default: detect)")
+    add_model_options(comp)
+    comp.set_defaults(run=cmd_complete)
     infill = sub.add_parser("infill", help="fill the middle between a prefix and a suffix")
     infill.add_argument("--prefix", help="text before the hole")
     infill.add_argument("--prefix-file", help="read the prefix from this file")
     infill.add_argument("--suffix", help="text after the hole")
     infill.add_argument("--suffix-file", help="read the suffix from this file")
     infill.add_argument("--language", default="", help="language name shown to chat-style models")
-    infill.add_argument("--model", help=f"checkpoint directory or local HF cache id (default: ${MODEL_ENV} or dgls-tiny)")
     infill.add_argument("--n", type=int, default=1, help="parallel candidates (one shared prompt encoding)")
     infill.add_argument("--canvas", type=int, default=None, help="canvas length in tokens (default: the model's)")
     infill.add_argument("--max-steps", type=int, default=None, help="most denoising steps (default: the model's)")
-    infill.add_argument("--seed", type=int, default=None)
-    infill.add_argument("--dtype", default="auto", help="auto, float32, bfloat16 or float16")
-    infill.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
-    infill.add_argument("--json", action="store_true", help="print all candidates with statistics as JSON")
+    add_model_options(infill)
     infill.set_defaults(run=cmd_infill)
     return ap
 

@@ -10,21 +10,13 @@ Special tokens are inserted by id; user text never becomes a special token.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
+from .api import InfillRequest
 from .tokenizer import Tokenizer
 
 FIM_TOKENS = ("<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>")
 CHAT_TOKENS = ("<|turn>", "<turn|>", "<|channel>", "<channel|>")
 HOLE = "<FILL_HERE>"
-
-
-@dataclass(frozen=True)
-class InfillRequest:
-    prefix: str
-    suffix: str
-    language: str = ""  # e.g. "python"; may be empty
-    path: str = ""  # file path shown to the model as context; may be empty
 
 
 def fim_prompt(tok: Tokenizer, req: InfillRequest, bos: int | None) -> list[int]:

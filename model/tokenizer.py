@@ -31,6 +31,10 @@ class Tokenizer:
     def decode(self, ids: list[int]) -> str:
         return self._tk.decode(ids, skip_special_tokens=False)
 
+    def special_ids(self) -> set[int]:
+        """Ids of the tokenizer's special (control) tokens."""
+        return {i for i, tok in self._tk.get_added_tokens_decoder().items() if tok.special}
+
     def token_id(self, token: str) -> int | None:
         return self._tk.token_to_id(token)
 

@@ -88,3 +88,89 @@ def test_no_model_anywhere():
 def test_front_end_does_not_import_torch():
     code = "import sys, dgls.cli, dgls.model; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+# --- dgls complete
+
+
+def write(tmp_path, name, content):
+    path = tmp_path / name
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    return path
+
+
+SOURCE = "def add(a, b):\n    return \n\n\ndef scale(xs, k):\n    \n"
+
+
+def complete_json(*args):
+    proc = dgls("complete", *args, "--json")
+    assert proc.returncode in (0, 1), proc.stderr
+    out = json.loads(proc.stdout)
+    assert (proc.returncode == 0) == bool(out["candidates"])  # exit status says whether there is one
+    return out
+
+
+def test_complete_line_hole_end_to_end(random_checkpoint, tmp_path):
+    path = write(tmp_path, "m.py", SOURCE)
+    out = complete_json(f"{path}:2", "--model", str(random_checkpoint), "--seed", "1", "--max-ms", "5000")
+    assert out["hole"] == {"kind": "line", "reason": "finish the line"}
+    assert out["canvas_length"] == 32 and out["prompt_tokens"] > 10
+    assert len(out["candidates"]) + len(out["rejected"]) >= 1
+    for cand in out["candidates"]:
+        assert "\n" not in cand["text"]  # a line hole stays on its line
+        assert cand["range"] == {"start": {"line": 2, "col": 12}, "end": {"line": 2, "col": 12}}
+    for rejected in out["rejected"]:
+        assert rejected["why"].startswith(("dropped by", "adds"))
+    assert out["timing"]["total_ms"] >= out["timing"]["model_ms"] > 0
+
+
+def test_complete_block_hole_uses_the_block_canvas(random_checkpoint, tmp_path):
+    path = write(tmp_path, "m.py", SOURCE)
+    out = complete_json(f"{path}:6:5", "--model", str(random_checkpoint), "--seed", "2", "--n", "2")
+    assert out["hole"]["kind"] == "block" and out["canvas_length"] == 128
+    assert len(out["candidates"]) + len(out["rejected"]) >= 1
+
+
+def test_complete_mode_flag_forces_the_kind(random_checkpoint, tmp_path):
+    path = write(tmp_path, "m.py", SOURCE)
+    out = complete_json(f"{path}:2", "--model", str(random_checkpoint), "--mode", "block", "--n", "1")
+    assert out["hole"]["kind"] == "block"
+
+
+def test_complete_budget_stops_the_sampler_early(random_checkpoint, tmp_path):
+    path = write(tmp_path, "m.py", SOURCE)
+    out = complete_json(f"{path}:2", "--model", str(random_checkpoint), "--max-ms", "1", "--n", "1")
+    assert out["stop_reason"] == "callback"
+
+
+def test_complete_inside_a_string_says_so_without_loading_a_model(tmp_path):
+    path = write(tmp_path, "m.py", 'x = "hello world"\n')
+    proc = dgls("complete", f"{path}:1:8", "--model", "/no/model/needed")
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr.strip() == "dgls: no suggestion: inside a string"
+
+
+@pytest.mark.parametrize("name,content,location,fragments", [
+    ("gone.py", None, "{path}:1", ["no such file"]),
+    ("m.py", SOURCE, "{path}:99", ["has 7 lines; line 99 is out of range"]),
+    ("m.py", SOURCE, "{path}:1:80", ["has 14 characters; column 80 is out of range"]),
+    ("m.py", SOURCE, "{path}:0", ["count from 1"]),
+    ("m.py", SOURCE, "{path}", ["expected FILE:LINE[:COL]"]),
+    ("blob.py", b"\x89PNG\r\n\x1a\n\x00\x00\x00", "{path}:1", ["looks binary"]),
+    ("latin1.py", "caf\xe9 = 1\n".encode("latin-1"), "{path}:1", ["is not UTF-8 text (invalid byte at offset 3)"]),
+    ("notes.txt", "hello\n", "{path}:1", ["no language for .txt"]),
+    ("dir.py", "DIR", "{path}:1", ["is a directory"]),
+])
+def test_complete_bad_input(tmp_path, random_checkpoint, name, content, location, fragments):
+    path = tmp_path / name
+    if content == "DIR":
+        path.mkdir()
+    elif content is not None:
+        write(tmp_path, name, content)
+    proc = dgls("complete", location.format(path=path), "--model", str(random_checkpoint))
+    assert_one_line_error(proc, *fragments)
+
+
+def test_complete_refuses_huge_files(tmp_path, random_checkpoint):
+    path = write(tmp_path, "big.py", "x = 1\n" * 400_000)
+    assert_one_line_error(dgls("complete", f"{path}:1", "--model", str(random_checkpoint)), "over the 2,000,000-byte limit")

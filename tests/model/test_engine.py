@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from dgls.model.engine import Engine, EngineError
-from dgls.model.prompt import FIM_TOKENS, InfillRequest
+from dgls.model.api import InfillRequest
+from dgls.model.prompt import FIM_TOKENS
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,16 @@
+"""Chat-style models may wrap code in Markdown fences: keep what is inside."""
+
+import re
+
+from . import Context
+
+_OPEN = re.compile(r"^\s*```[\w+#.-]*[ \t]*\r?\n")
+_CLOSE = re.compile(r"\r?\n?```\s*$")
+
+
+def apply(text: str, ctx: Context) -> str:
+    if not text.lstrip().startswith("```"):
+        return text
+    inner = _OPEN.sub("", text, count=1)
+    close = inner.find("```")
+    return inner[:close].rstrip("\r\n") if close >= 0 else inner

@@ -1,0 +1,35 @@
+"""What crosses between the editor-facing side and the engine: plain data, no torch.
+
+The server, the CLI, the worker protocol and the engine all speak these types."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class InfillRequest:
+    prefix: str
+    suffix: str
+    language: str = ""  # e.g. "python"; may be empty
+    path: str = ""  # file path shown to the model as context; may be empty
+
+
+@dataclass
+class InfillCandidate:
+    text: str  # the middle, cut at the first stop token
+    token_ids: list[int]
+    steps: int  # denoising steps this canvas took
+    confidence: float  # mean top probability up to the stop token
+    accepted_per_step: list[int]
+    ended: bool  # a stop token closed the middle inside the canvas
+
+
+@dataclass
+class InfillResult:
+    candidates: list[InfillCandidate]
+    prompt_tokens: int
+    canvas_length: int
+    encode_ms: float
+    denoise_ms: float
+    stop_reason: str  # "converged" | "max_steps" | "callback" (cancelled or out of budget)

@@ -1,0 +1,21 @@
+"""The line splitter and position helpers (LSP line breaks only)."""
+
+from dgls.text import line_starts, offset_at, position_at, split_lines
+
+
+def test_only_lsp_line_breaks_split():
+    text = "a\r\nb\rc\nd\u2028e\x0cf\x85g"
+    assert split_lines(text) == ["a", "b", "c", "d\u2028e\x0cf\x85g"]
+    assert line_starts(text) == [0, 3, 5, 7]
+
+
+def test_trailing_newline_makes_an_empty_last_line():
+    assert split_lines("x\n") == ["x", ""]
+
+
+def test_offsets_round_trip_and_clamp():
+    text = "ab\r\ncd\n"
+    assert offset_at(text, 1, 1) == 5 and position_at(text, 5) == (1, 1)
+    assert offset_at(text, 0, 99) == 2  # clamped to the line's end, before "\r\n"
+    assert offset_at(text, 99, 0) == len(text)
+    assert offset_at(text, -1, 0) == 0
