@@ -1,8 +1,10 @@
 """Compute kernels of the denoising step, each beside its plain-PyTorch reference.
 
-`ops` holds the references: the ground truth for fused kernels and what runs on CPU.
+`ops` holds the references: the ground truth for the fused kernels and what runs on CPU.
+`*_triton` hold the fused Triton kernels. The names exported here dispatch between the two
+(`backend`: DGLS_KERNELS=torch|triton, else triton where CUDA and triton are present).
 """
 
-from .ops import attention, moe, rms_norm
+from .backend import attention, logit_stats, moe, rms_norm, rms_norm_add
 
-__all__ = ["attention", "moe", "rms_norm"]
+__all__ = ["attention", "logit_stats", "moe", "rms_norm", "rms_norm_add"]

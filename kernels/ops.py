@@ -2,10 +2,13 @@
 
 These are the ground truth the fused kernels are tested against, and what runs on CPU.
 Shapes: T tokens, D hidden, E experts, K experts per token, I expert width,
-B batch, H heads, Hkv key/value heads, Lq/Lk query/key lengths, Dh head dim.
+B batch, H heads, Hkv key/value heads, Lq/Lk query/key lengths, Dh head dim,
+R rows (leading dimensions flattened), V vocabulary.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -18,6 +21,11 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor | None, eps: float) -> torch.
     if weight is not None:
         y = y * weight.float()
     return y.type_as(x)
+
+
+def rms_norm_add(x: torch.Tensor, weight: torch.Tensor | None, eps: float, residual: torch.Tensor) -> torch.Tensor:
+    """residual + rms_norm(x): Gemma's norm-then-add after each sub-block, rounded as unfused."""
+    return residual + rms_norm(x, weight, eps)
 
 
 def activation(name: str):
@@ -65,3 +73,33 @@ def attention(
 ) -> torch.Tensor:  # [B, H, Lq, Dh]
     """Scaled-dot-product attention with scale 1 (q and k are RMS-normed) and grouped KV heads."""
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=1.0, enable_gqa=q.shape[1] != k.shape[1])
+
+
+class LogitStats(NamedTuple):
+    """Per-position summaries of a distribution over the vocabulary, each [...] (logits [..., V])."""
+
+    argmax: torch.Tensor  # int64, first index of the largest processed logit
+    max_prob: torch.Tensor  # fp32, the largest probability
+    entropy: torch.Tensor  # fp32, as torch.distributions.Categorical computes it
+    logsumexp: torch.Tensor  # fp32, of the processed logits
+
+
+def logit_stats(
+    logits: torch.Tensor,  # [..., V] raw logits (any float dtype)
+    temperature: float | torch.Tensor,  # scalar, or [...] per position (broadcastable)
+    softcap: float | None,
+) -> LogitStats:
+    """What the sampler reads from each position's logits, after soft-cap and temperature:
+    z = tanh(logits / softcap) * softcap / temperature, all in fp32."""
+    z = logits.float()
+    if softcap:
+        z = torch.tanh(z / softcap) * softcap
+    if isinstance(temperature, torch.Tensor) and temperature.dim() > 0:
+        temperature = temperature.float()[..., None]
+    z = z / temperature
+    return LogitStats(
+        argmax=z.argmax(dim=-1),
+        max_prob=torch.softmax(z, dim=-1).max(dim=-1).values,
+        entropy=torch.distributions.Categorical(logits=z, validate_args=False).entropy(),
+        logsumexp=torch.logsumexp(z, dim=-1),
+    )
