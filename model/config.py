@@ -94,6 +94,26 @@ class SamplerConfig:
             raise ConfigError(f"need 0 <= t_min < t_max, got t_min={self.t_min} t_max={self.t_max}")
 
 
+@dataclass(frozen=True)
+class CanvasLengths:
+    """Canvas length in tokens by hole kind: what training pads each middle to (middle + EOS +
+    padding) and what the engine should denoise for that kind. A diffusion model writes the
+    whole canvas, so a wrong length changes the answer (MEASUREMENTS.md)."""
+
+    line: int = 32  # finish the current line
+    block: int = 128  # a new statement or body, one line or several
+
+    def __post_init__(self):
+        if not 2 <= self.line <= self.block:
+            raise ConfigError(f"need 2 <= line canvas <= block canvas, got {self.line} and {self.block}")
+
+    def for_kind(self, kind: str) -> int:
+        return self.line if kind == "line" else self.block
+
+
+CANVAS = CanvasLengths()
+
+
 def layer_pattern(num_layers: int, sliding_per_global: int = 5) -> tuple[bool, ...]:
     """Gemma's layer pattern: `sliding_per_global` sliding layers then one global; last is global."""
     period = sliding_per_global + 1
@@ -141,6 +161,14 @@ CONFIGS: dict[str, ModelConfig] = {
         num_layers=6, head_dim=64, kv_heads=2, global_head_dim=128, global_kv_heads=1,
         num_experts=8, top_k=2, moe_intermediate_size=256, sliding_window=256,
         canvas_length=32, max_position_embeddings=8192,
+    ),
+    # The embedded default: ref-16M's shape, sized to answer on a CPU; trained by model/train.py
+    # (prompts up to the engine's 1024 + 256 token windows, canvases of CANVAS's lengths).
+    "dgls-tiny": make_config(
+        vocab_size=8192, hidden_size=256, intermediate_size=512, num_heads=4,
+        num_layers=6, head_dim=64, kv_heads=2, global_head_dim=128, global_kv_heads=1,
+        num_experts=8, top_k=2, moe_intermediate_size=256, sliding_window=512,
+        canvas_length=CANVAS.block, max_position_embeddings=4096,
     ),
 }
 
@@ -347,7 +375,7 @@ def sampler_to_generation_config(s: SamplerConfig) -> dict:
 
 
 __all__ = [
-    "CONFIGS", "ConfigError", "LayerSpec", "ModelConfig", "RopeSpec", "SamplerConfig",
+    "CANVAS", "CONFIGS", "CanvasLengths", "ConfigError", "LayerSpec", "ModelConfig", "RopeSpec", "SamplerConfig",
     "from_hf_config", "from_name", "make_config", "sampler_from_generation_config",
     "sampler_to_generation_config", "to_hf_config",
 ]

@@ -2,6 +2,12 @@
 bidirectional decoder over the canvas that reads it. Encoder and decoder share every weight
 except the per-layer scalars and the decoder's self-conditioning block.
 
+Gradients flow only in training mode: a model in eval mode (what the loader returns) runs
+both passes without autograd, whatever the caller's grad mode, so inference callers need no
+context manager. Training may left-pad a batch of prompts (`prompt_mask`): padded keys are
+masked out, and since RoPE sees only relative positions, a padded row computes what the
+same prompt alone would.
+
 Shape legend: B canvases, P prompt tokens, L canvas tokens, D hidden, V vocabulary,
 H query heads, Hkv key/value heads, Dh head dim, E experts, K experts per token.
 """
@@ -54,6 +60,7 @@ class PromptCache:
     keys: list[torch.Tensor]
     values: list[torch.Tensor]
     length: int
+    mask: torch.Tensor | None = None  # [Bp, P] bool, True = real token; None = no padding
 
     @property
     def batch(self) -> int:
@@ -170,15 +177,27 @@ class DiffusionGemma(nn.Module):
     def _rope(self, positions: torch.Tensor, dtype: torch.dtype) -> dict[LayerSpec, tuple]:
         return {spec: rope_tables(inv, positions, dtype) for spec, inv in self._inv_freq.items()}
 
-    @torch.no_grad()
-    def encode(self, prompt: torch.Tensor) -> PromptCache:
-        """Causal pass over the prompt [Bp, P]; returns the KV cache the decoder reads."""
+    def _grad(self) -> torch.set_grad_enabled:
+        return torch.set_grad_enabled(self.training and torch.is_grad_enabled())
+
+    def encode(self, prompt: torch.Tensor, prompt_mask: torch.Tensor | None = None) -> PromptCache:
+        """Causal pass over the prompt [Bp, P]; returns the KV cache the decoder reads.
+
+        `prompt_mask` [Bp, P] (True = token) marks left padding in a training batch."""
+        with self._grad():
+            return self._encode(prompt, prompt_mask)
+
+    def _encode(self, prompt: torch.Tensor, prompt_mask: torch.Tensor | None) -> PromptCache:
         P = prompt.shape[1]
         h = self.embed_tokens(prompt)
         tables = self._rope(torch.arange(P, device=prompt.device), h.dtype)
         i = torch.arange(P, device=prompt.device)
         causal = i[None, :] <= i[:, None]  # [P, P]
         sliding = causal & (i[None, :] > i[:, None] - self.cfg.sliding_window)
+        if prompt_mask is not None:
+            # [Bp, 1, P, P]: no query reads a pad key; a pad query reads itself so no row is empty.
+            keyed = prompt_mask[:, None, None, :] | torch.eye(P, dtype=torch.bool, device=prompt.device)
+            causal, sliding = causal & keyed, sliding & keyed
         keep = self.cfg.sliding_window - 1
         keys, values = [], []
         for layer in self.layers:
@@ -191,19 +210,32 @@ class DiffusionGemma(nn.Module):
                 k, v = k[:, :, -keep:], v[:, :, -keep:]
             keys.append(k)
             values.append(v)
-        return PromptCache(keys, values, P)
+        return PromptCache(keys, values, P, prompt_mask)
 
-    @torch.no_grad()
-    def decode(self, canvas: torch.Tensor, cache: PromptCache, sc_logits: torch.Tensor | None = None) -> torch.Tensor:
+    def decode(
+        self,
+        canvas: torch.Tensor,
+        cache: PromptCache,
+        sc_logits: torch.Tensor | None = None,
+        sc_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Bidirectional pass over canvases [B, L] reading `cache`; returns soft-capped fp32 logits [B, L, V].
 
-        `sc_logits` [B, L, V] are the previous step's (processed) logits for self-conditioning."""
+        `sc_logits` [B, L, V] are the previous step's (processed) logits for self-conditioning;
+        `sc_mask` [B] bool turns it off per canvas (training), as the reference's
+        `self_conditioning_mask`: a zero signal adds exactly nothing."""
+        with self._grad():
+            return self._decode(canvas, cache, sc_logits, sc_mask)
+
+    def _decode(self, canvas, cache, sc_logits, sc_mask) -> torch.Tensor:
         B, L = canvas.shape
         eps = self.cfg.rms_norm_eps
         h = self.embed_tokens(canvas)
         if sc_logits is not None:
             probs = torch.softmax(sc_logits, dim=-1, dtype=torch.float32).to(self.dtype)
             soft = (probs @ self.embed) * torch.tensor(self.cfg.hidden_size**0.5).to(h.dtype)
+            if sc_mask is not None:
+                soft = soft * sc_mask.to(soft.dtype)[:, None, None]
             g, u = F.linear(rms_norm(soft, self.sc_norm, eps), self.sc_gate_up).chunk(2, dim=-1)
             h = h + F.linear(self.act(g) * u, self.sc_down)
         h = rms_norm(h, None, eps)
@@ -215,7 +247,11 @@ class DiffusionGemma(nn.Module):
             ck, cv = cache.keys[n], cache.values[n]
             k = torch.cat([ck.expand(B, -1, -1, -1), k], dim=2)
             v = torch.cat([cv.expand(B, -1, -1, -1), v], dim=2)
-            h = layer.after_attention(h, layer.attn.output(attention(q, k, v)), layer.decoder_scalar)
+            mask = None
+            if cache.mask is not None:  # [B, 1, 1, Pk + L]: the canvas reads every real prompt key
+                kept = cache.mask[:, cache.length - ck.shape[2]:].expand(B, -1)
+                mask = torch.cat([kept, kept.new_ones(B, L)], dim=1)[:, None, None, :]
+            h = layer.after_attention(h, layer.attn.output(attention(q, k, v, mask)), layer.decoder_scalar)
         h = rms_norm(h, self.norm, eps)
         logits = F.linear(h, self.embed).float()
         cap = self.cfg.final_logit_softcap

@@ -11,14 +11,10 @@ from pathlib import Path
 
 import torch
 from tokenizers import Tokenizer as HFTokenizer
-from tokenizers import decoders, models, pre_tokenizers, trainers
 
-from . import loader
+from . import bpe, loader
 from .config import CONFIGS, ModelConfig, from_name
 from .network import DiffusionGemma
-from .prompt import CHAT_TOKENS, FIM_TOKENS
-
-BASE_SPECIALS = ["<pad>", "<eos>", "<bos>", "<unk>"]  # ids 0..3, as the config's pad/eos/bos
 
 
 def init_random(model: DiffusionGemma, seed: int = 0, std: float = 0.02) -> DiffusionGemma:
@@ -33,16 +29,8 @@ def init_random(model: DiffusionGemma, seed: int = 0, std: float = 0.02) -> Diff
 
 
 def train_tokenizer(vocab_size: int, family: str) -> HFTokenizer:
-    specials = BASE_SPECIALS + list(FIM_TOKENS if family == "fim" else CHAT_TOKENS)
-    tk = HFTokenizer(models.BPE())
-    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tk.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=specials, show_progress=False,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     sources = sorted(Path(__file__).parent.glob("*.py"))  # some Python text to learn merges from
-    tk.train_from_iterator((p.read_text(encoding="utf-8") for p in sources), trainer)
-    return tk
+    return bpe.train_tokenizer((p.read_text(encoding="utf-8") for p in sources), vocab_size, family)
 
 
 def write(directory: str | Path, cfg: ModelConfig | str = "test-tiny", *, seed: int = 0, family: str = "fim") -> Path:

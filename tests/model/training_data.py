@@ -1,0 +1,35 @@
+"""A small real corpus and tokenizer for the training-pipeline tests: a few standard-library
+modules of the running interpreter, built by the real corpus builder."""
+
+from __future__ import annotations
+
+import shutil
+import sysconfig
+from pathlib import Path
+
+from dgls.model import bpe, corpus
+
+MODULES = ["json", "textwrap.py", "string.py", "bisect.py", "heapq.py", "colorsys.py", "fnmatch.py",
+           "glob.py", "shlex.py", "difflib.py", "dataclasses.py", "graphlib.py"]
+HELDOUT = ("stdlib/colorsys", "stdlib/graphlib")
+
+
+def build_corpus(directory: Path) -> Path:
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    source = directory / "stdlib"
+    for name in MODULES:
+        if (stdlib / name).is_dir():
+            shutil.copytree(stdlib / name, source / name, ignore=shutil.ignore_patterns("__pycache__", "tests"))
+        else:
+            source.mkdir(parents=True, exist_ok=True)
+            shutil.copy(stdlib / name, source / name)
+    out = directory / "corpus"
+    corpus.build(out, corpus.CorpusConfig(site_packages=False, heldout=HELDOUT, heldout_fraction=0.0),
+                 stdlib_root=source)
+    return out
+
+
+def train_tokenizer(corpus_dir: Path, path: Path, vocab_size: int = 512) -> Path:
+    texts = [rec["text"] for rec in corpus.read_split(corpus_dir, "train")]
+    bpe.train_tokenizer(texts, vocab_size, "fim").save(str(path))
+    return path
