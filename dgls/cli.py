@@ -11,30 +11,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import sys
 from pathlib import Path
 
-from .options import DEFAULTS
-
-MODEL_ENV = "DGLS_MODEL"
-
+from .options import DEFAULTS, MODEL_ENV, Options, model_path
 
 class UsageError(Exception):
     """Bad input from the user: printed as one line, exit status 2."""
 
 
-def default_model() -> str:
-    if os.environ.get(MODEL_ENV):
-        return os.environ[MODEL_ENV]
-    from dgls.model import weights_dir  # light: no torch
-
-    shipped = weights_dir() / "dgls-tiny"
-    if (shipped / "config.json").exists():
-        return str(shipped)
-    raise UsageError(
-        f"no model: the default dgls-tiny is not shipped yet; pass --model DIR or set {MODEL_ENV}")
+def chosen_model(args: argparse.Namespace) -> str:
+    model = model_path(Options(model=args.model))
+    if model is None:
+        raise UsageError(f"no model: the default dgls-tiny is not shipped yet; pass --model DIR or set {MODEL_ENV}")
+    return model
 
 
 def progress_bar(label: str):
@@ -90,6 +81,23 @@ def cmd_infill(args: argparse.Namespace) -> int:
     return 0 if any(c.text.strip() for c in result.candidates) else 1
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .server import main as serve
+
+    if args.tcp:
+        host, sep, port = args.tcp.rpartition(":")
+        if not sep or not port.isdigit():
+            raise UsageError(f"--tcp expects HOST:PORT or PORT, got {args.tcp!r}")
+    serve(tcp=args.tcp if args.tcp is None or ":" in args.tcp else f"127.0.0.1:{args.tcp}")
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from .worker import main as worker
+
+    return worker(args.worker_args)
+
+
 def parse_location(spec: str) -> tuple[str, int, int | None]:
     """FILE:LINE[:COL], 1-based; no column means the end of the line."""
     m = re.fullmatch(r"(.+?):(\d+)(?::(\d+))?", spec)
@@ -135,8 +143,8 @@ def cmd_complete(args: argparse.Namespace) -> int:
     if hole.kind == NONE:  # decided before loading a model
         print(f"dgls: no suggestion: {hole.reason}", file=sys.stderr)
         return 1
-    engine = load_engine(args)
-    result = complete(engine, text, offset, language, path=path, mode=args.mode, n=args.n,
+    backend = running_worker(args) or load_engine(args)
+    result = complete(backend, text, offset, language, path=path, mode=args.mode, n=args.n,
                       budget_ms=args.max_ms, seed=args.seed)
 
     def pos(offset: int) -> dict:
@@ -164,10 +172,50 @@ def load_engine(args: argparse.Namespace):
     from dgls.model.loader import CheckpointError
 
     try:
-        return Engine.load(args.model or default_model(), dtype=args.dtype, device=args.device,
+        return Engine.load(chosen_model(args), dtype=args.dtype, device=args.device,
                            progress=progress_bar("loading model"))
     except CheckpointError as e:
         raise UsageError(str(e)) from None
+
+
+class WorkerBackend:
+    """The running worker, used synchronously by the CLI (no model load in this process)."""
+
+    def __init__(self, spec, tokenizer):
+        self.spec, self.tokenizer = spec, tokenizer
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer.encode(text))
+
+    def infill(self, req, *, n, canvas_length, budget_ms, seed):
+        import asyncio
+
+        from .worker_client import WorkerClient, result_from_wire, unwrap
+
+        async def run():
+            client = WorkerClient(self.spec, spawn=False)
+            try:
+                _, reply = await client.infill(req, n=n, canvas_length=canvas_length, budget_ms=budget_ms, seed=seed)
+                return result_from_wire(unwrap(await reply))
+            finally:
+                await client.close()
+
+        return asyncio.run(run())
+
+
+def running_worker(args: argparse.Namespace) -> WorkerBackend | None:
+    """The worker already serving this model, if one is running (else None: run in-process)."""
+    from .model.paths import CheckpointError, resolve
+    from .model.tokenizer import Tokenizer
+    from .worker_client import WorkerSpec, is_running
+
+    spec = WorkerSpec(chosen_model(args), args.device, args.dtype)
+    if not is_running(spec):
+        return None
+    try:
+        return WorkerBackend(spec, Tokenizer.from_file(resolve(spec.model) / "tokenizer.json"))
+    except (CheckpointError, OSError, Exception):  # noqa: BLE001 - fall back to in-process
+        return None
 
 
 def add_model_options(p: argparse.ArgumentParser) -> None:
@@ -201,6 +249,12 @@ def build_parser() -> argparse.ArgumentParser:
     infill.add_argument("--max-steps", type=int, default=None, help="most denoising steps (default: the model's)")
     add_model_options(infill)
     infill.set_defaults(run=cmd_infill)
+    serve = sub.add_parser("serve", help="run the language server (stdio, or TCP on loopback)")
+    serve.add_argument("--tcp", metavar="[HOST:]PORT", help="listen on TCP instead of stdio (host defaults to 127.0.0.1)")
+    serve.set_defaults(run=cmd_serve)
+    worker = sub.add_parser("worker", help="run a model worker (started automatically by servers)", add_help=False)
+    worker.add_argument("worker_args", nargs=argparse.REMAINDER)
+    worker.set_defaults(run=cmd_worker)
     return ap
 
 

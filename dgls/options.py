@@ -1,31 +1,47 @@
 """Every user-facing default of the completion path, in one typed dataclass.
 
-The CLI's flags and (later) the server's initializationOptions read their defaults from here
-and never restate them. Model and sampler defaults live with the model (dgls/model/config.py).
+The CLI's flags and the server's initializationOptions / didChangeConfiguration read their
+defaults from here and never restate them. Invalid values fall back to the default with one
+message each. Model and sampler defaults live with the model (dgls/model/config.py).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field, fields
+
+from .model.config import CANVAS  # no torch there
+
+MODEL_ENV = "DGLS_MODEL"
+LANGUAGES = ("python", "javascript", "typescript", "tsx", "go", "rust")
+
+
+def opt(default, doc: str):
+    return field(default=default, metadata={"doc": doc})
 
 
 @dataclass(frozen=True)
 class Options:
-    # Latency budget per request: the sampler stops and keeps its best canvas when it runs out.
-    line_budget_ms: int = 400
-    block_budget_ms: int = 1200
-    # Parallel candidates (one shared prompt encoding): more when the user asked explicitly.
-    candidates_invoked: int = 4
-    candidates_automatic: int = 2
-    # Canvas length in tokens by hole kind: a diffusion model writes the whole canvas, and the
-    # canvas length shapes the answer (too long invites rambling, too short truncates).
-    line_canvas: int = 32
-    block_canvas: int = 128
-    # Prompt windows around the cursor, in tokens of the model's tokenizer.
-    prefix_tokens: int = 1024
-    suffix_tokens: int = 256
-    # Files larger than this are not completed (and not read by the CLI).
-    max_file_bytes: int = 2_000_000
+    model: str | None = opt(None, "checkpoint directory or local Hugging Face cache id; unset: $DGLS_MODEL, else dgls-tiny")
+    device: str | None = opt(None, "`cpu` or `cuda`; unset: CUDA when present")
+    dtype: str = opt("auto", "`auto` (bf16 on CUDA, fp32 on CPU), `float32`, `bfloat16`, `float16`")
+    debounce_ms: int = opt(150, "wait before an automatic request runs; a newer keystroke replaces it")
+    line_budget_ms: int = opt(400, "latency budget of a single-line suggestion: the sampler stops and keeps its best canvas")
+    block_budget_ms: int = opt(1200, "latency budget of a block suggestion")
+    candidates_invoked: int = opt(4, "parallel candidates when the user asks (one shared prompt encoding)")
+    candidates_automatic: int = opt(2, "parallel candidates while typing")
+    # The lengths the model was trained at (dgls/model/config.py CANVAS, their one home).
+    line_canvas: int = opt(CANVAS.line, "canvas length in tokens for a line hole")
+    block_canvas: int = opt(CANVAS.block, "canvas length in tokens for a block hole")
+    prefix_tokens: int = opt(1024, "prompt window before the cursor, in model tokens, cut at statement bounds")
+    suffix_tokens: int = opt(256, "prompt window after the cursor")
+    max_file_bytes: int = opt(2_000_000, "larger files get no suggestions (and the CLI refuses them)")
+    enabled_languages: tuple[str, ...] = opt(LANGUAGES, "languages to complete")
+    cache_entries: int = opt(250, "exact suggestion cache size (LRU)")
+    cache_ttl_s: float = opt(300.0, "exact suggestion cache lifetime")
+    worker_idle_s: float = opt(600.0, "the worker exits after this long without requests")
 
     def canvas_for(self, kind: str) -> int:
         return self.block_canvas if kind == "block" else self.line_canvas
@@ -35,3 +51,84 @@ class Options:
 
 
 DEFAULTS = Options()
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
+_BY_CAMEL = {_camel(f.name): f for f in fields(Options)}
+_POSITIVE = {"debounce_ms", "cache_entries"}  # may be 0; the rest of the numbers must be > 0
+
+
+def _check(name: str, value, default):
+    """The value converted to the field's type, or raise ValueError with the reason."""
+    if name in ("model", "device"):
+        if value is None or (isinstance(value, str) and value.strip()):
+            return value
+        raise ValueError("expected a non-empty string or null")
+    if name == "dtype":
+        if value in ("auto", "float32", "bfloat16", "float16"):
+            return value
+        raise ValueError("expected auto, float32, bfloat16 or float16")
+    if name == "enabled_languages":
+        if isinstance(value, list) and all(v in LANGUAGES for v in value):
+            return tuple(value)
+        raise ValueError(f"expected a list of {', '.join(LANGUAGES)}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError("expected a number")
+    if value < 0 or (value == 0 and name not in _POSITIVE):
+        raise ValueError("out of range")
+    return type(default)(value)
+
+
+def from_settings(settings: object, base: Options = DEFAULTS) -> tuple[Options, list[str]]:
+    """Options from an editor's settings object (camelCase keys), and one message per
+    ignored key or value. `maxLatencyMs` sets both budgets."""
+    if settings is None:
+        return base, []
+    if not isinstance(settings, dict):
+        return base, [f"dgls settings must be an object, got {type(settings).__name__}; using defaults"]
+    changes, problems = {}, []
+    for key, value in settings.items():
+        if key == "maxLatencyMs":
+            for name in ("line_budget_ms", "block_budget_ms"):
+                try:
+                    changes[name] = _check(name, value, getattr(DEFAULTS, name))
+                except ValueError as e:
+                    problems.append(f"setting maxLatencyMs={value!r} ignored: {e}")
+                    break
+            continue
+        f = _BY_CAMEL.get(key)
+        if f is None:
+            problems.append(f"unknown setting {key!r} ignored")
+            continue
+        try:
+            changes[f.name] = _check(f.name, value, getattr(DEFAULTS, f.name))
+        except ValueError as e:
+            problems.append(f"setting {key}={value!r} ignored: {e}")
+    return dataclasses.replace(base, **changes), problems
+
+
+def model_path(options: Options) -> str | None:
+    """The model to run: the option, else $DGLS_MODEL, else the shipped dgls-tiny if present."""
+    if options.model:
+        return options.model
+    if os.environ.get(MODEL_ENV):
+        return os.environ[MODEL_ENV]
+    from .model import weights_dir  # light: no torch
+
+    shipped = weights_dir() / "dgls-tiny"
+    return str(shipped) if (shipped / "config.json").exists() else None
+
+
+def settings_doc() -> str:
+    """Markdown table of the settings, generated from the dataclass (README embeds it)."""
+    rows = ["| setting | default | meaning |", "|---|---|---|"]
+    for f in fields(Options):
+        default = getattr(DEFAULTS, f.name)
+        shown = json.dumps(list(default) if isinstance(default, tuple) else default)
+        rows.append(f"| `{_camel(f.name)}` | `{shown}` | {f.metadata['doc']} |")
+    rows.append("| `maxLatencyMs` | | sets `lineBudgetMs` and `blockBudgetMs` together |")
+    return "\n".join(rows)

@@ -9,7 +9,6 @@ refused. Every failure is a `CheckpointError` whose message is one line.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, replace
 from collections.abc import Callable
 from pathlib import Path
@@ -29,17 +28,12 @@ from .config import (
     to_hf_config,
 )
 from .network import DiffusionGemma
+from .paths import PICKLE_SUFFIXES, CheckpointError, resolve
 from .prompt import FIM_TOKENS, CHAT_TOKENS, infill_family
 from .tokenizer import Tokenizer
 
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 INDEX = "model.safetensors.index.json"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint dgls cannot load; the message is one line."""
 
 
 @dataclass
@@ -54,29 +48,6 @@ class LoadedModel:
 def _names(items: list[str], limit: int = 5) -> str:
     shown = ", ".join(items[:limit])
     return shown + (f" (+{len(items) - limit} more)" if len(items) > limit else "")
-
-
-def resolve(path_or_id: str | Path) -> Path:
-    """A checkpoint directory, from a path or a model id in the local Hugging Face cache."""
-    p = Path(path_or_id).expanduser()
-    if p.is_file():
-        if p.suffix in PICKLE_SUFFIXES:
-            raise CheckpointError(f"{p}: refusing a pickle checkpoint; dgls loads safetensors only")
-        raise CheckpointError(f"{p} is a file; give the checkpoint directory (with config.json)")
-    if p.is_dir():
-        return p
-    text = str(path_or_id)
-    if REPO_ID.match(text):
-        from huggingface_hub import snapshot_download  # worker side only
-        from huggingface_hub.errors import LocalEntryNotFoundError
-
-        try:
-            return Path(snapshot_download(text, local_files_only=True))
-        except (LocalEntryNotFoundError, OSError, ValueError):
-            pass
-    raise CheckpointError(
-        f"model {text!r} is neither a directory nor in the local Hugging Face cache (dgls never downloads)"
-    )
 
 
 def _read_json(path: Path, what: str) -> dict:

@@ -19,3 +19,27 @@ def chat_checkpoint(tmp_path_factory):
     from dgls.model import random_checkpoint
 
     return random_checkpoint.write(tmp_path_factory.mktemp("random-chat"), "test-tiny", seed=1, family="gemma-chat")
+
+
+@pytest.fixture(scope="session")
+def fixed_checkpoint(request, tmp_path_factory):
+    """A real tiny model trained to always answer one word (see tests/support/fixed_model.py).
+
+    Kept in pytest's cache between local runs, keyed by the code that shapes it; a fresh
+    clone (CI) trains it once per run."""
+    import hashlib
+    import shutil
+    from pathlib import Path
+
+    from .support.fixed_model import train_fixed_model
+
+    root = Path(__file__).resolve().parent.parent
+    sources = sorted((root / "model").glob("*.py")) + sorted((root / "kernels").glob("*.py"))
+    sources.append(root / "tests" / "support" / "fixed_model.py")
+    key = hashlib.sha256(b"".join(p.read_bytes() for p in sources)).hexdigest()[:16]
+    cached = Path(request.config.cache.mkdir(f"fixed-model-{key}"))
+    if not (cached / "ANSWER").exists():
+        trained = train_fixed_model(tmp_path_factory.mktemp("fixed"))
+        shutil.rmtree(cached)
+        shutil.copytree(trained, cached)
+    return cached

@@ -1,0 +1,222 @@
+"""The language server (`dgls serve`): thin LSP handlers over dgls.service.
+
+Ghost text through `textDocument/inlineCompletion` (LSP 3.18), and one completion item
+through `textDocument/completion` for editors without it. Never imports torch: the model
+lives in the worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+
+from lsprotocol import types as t
+from pygls.lsp.server import LanguageServer
+
+from . import __version__
+from .documents import from_offset
+from .options import from_settings
+from .service import State, Suggestions, cancel_document, language_of, suggest, warm_up
+
+log = logging.getLogger(__name__)
+
+STATUS_COMMAND = "dgls.status"
+STATUS_NOTIFICATION = "dgls/status"
+
+
+class DglsServer(LanguageServer):
+    """Holds the state; the handlers below hold the logic."""
+
+    def __init__(self) -> None:
+        super().__init__("dgls", __version__, text_document_sync_kind=t.TextDocumentSyncKind.Incremental)
+        self.state = State()
+        self.background: set[asyncio.Task] = set()
+
+    def warn(self, message: str) -> None:
+        """A warning in the editor's log, once per distinct message (not per keystroke)."""
+        if message not in self.state.warned:
+            self.state.warned.add(message)
+            self.window_log_message(t.LogMessageParams(type=t.MessageType.Warning, message=f"dgls: {message}"))
+
+    def spawn(self, coro) -> None:
+        task = asyncio.ensure_future(coro)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+
+
+server = DglsServer()
+
+
+def apply_settings(ls: DglsServer, settings: object) -> None:
+    options, problems = from_settings(settings, ls.state.options)
+    for problem in problems:
+        ls.warn(problem)
+    ls.state.configure(options)
+
+
+@server.feature(t.INITIALIZE)
+def initialize(ls: DglsServer, params: t.InitializeParams) -> None:
+    ls.state.encoding = str(ls.workspace.position_encoding or t.PositionEncodingKind.Utf16)
+    apply_settings(ls, params.initialization_options)
+
+
+@server.feature(t.INITIALIZED)
+def initialized(ls: DglsServer, params: t.InitializedParams) -> None:
+    ls.spawn(warm_up(ls.state, Progress(ls)))
+
+
+@server.feature(t.WORKSPACE_DID_CHANGE_CONFIGURATION)
+def did_change_configuration(ls: DglsServer, params: t.DidChangeConfigurationParams) -> None:
+    settings = params.settings
+    if isinstance(settings, dict) and "dgls" in settings:
+        settings = settings["dgls"]
+    apply_settings(ls, settings)
+
+
+@server.feature(t.TEXT_DOCUMENT_DID_OPEN)
+def did_open(ls: DglsServer, params: t.DidOpenTextDocumentParams) -> None:
+    d = params.text_document
+    ls.state.documents.open(d.uri, d.language_id, d.version, d.text)
+
+
+@server.feature(t.TEXT_DOCUMENT_DID_CHANGE)
+async def did_change(ls: DglsServer, params: t.DidChangeTextDocumentParams) -> None:
+    d = params.text_document
+    ls.state.documents.change(d.uri, d.version, params.content_changes, ls.state.encoding)
+    await cancel_document(ls.state, d.uri)
+
+
+@server.feature(t.TEXT_DOCUMENT_DID_CLOSE)
+async def did_close(ls: DglsServer, params: t.DidCloseTextDocumentParams) -> None:
+    uri = params.text_document.uri
+    await cancel_document(ls.state, uri)
+    ls.state.documents.close(uri)
+    ls.state.typed.forget(uri)
+
+
+def _range(ls: DglsServer, text: str, start: int, end: int) -> t.Range:
+    a, b = from_offset(text, start, ls.state.encoding), from_offset(text, end, ls.state.encoding)
+    return t.Range(t.Position(*a), t.Position(*b))
+
+
+async def _suggestions(ls: DglsServer, uri: str, position: t.Position, automatic: bool) -> Suggestions | None:
+    result = await suggest(ls.state, uri, position.line, position.character, automatic=automatic, warn=ls.warn)
+    if result is not None and result.texts and result.from_cache is None:
+        ls.protocol.notify(STATUS_NOTIFICATION, ls.state.status.as_dict())
+    return result if result is not None and result.texts else None
+
+
+@server.feature(t.TEXT_DOCUMENT_INLINE_COMPLETION, t.InlineCompletionOptions())
+async def inline_completion(ls: DglsServer, params: t.InlineCompletionParams) -> t.InlineCompletionList | None:
+    automatic = params.context.trigger_kind == t.InlineCompletionTriggerKind.Automatic
+    result = await _suggestions(ls, params.text_document.uri, params.position, automatic)
+    if result is None:
+        return None
+    text = ls.state.documents.get(params.text_document.uri).text
+    rng = _range(ls, text, result.offset, result.replace_end)
+    return t.InlineCompletionList(items=[t.InlineCompletionItem(insert_text=s, range=rng) for s in result.texts])
+
+
+@server.feature(t.TEXT_DOCUMENT_COMPLETION, t.CompletionOptions(trigger_characters=[".", "(", " "]))
+async def completion(ls: DglsServer, params: t.CompletionParams) -> t.CompletionList | None:
+    automatic = params.context is not None and params.context.trigger_kind != t.CompletionTriggerKind.Invoked
+    result = await _suggestions(ls, params.text_document.uri, params.position, automatic)
+    if result is None:
+        return None
+    doc = ls.state.documents.get(params.text_document.uri)
+    best = result.texts[0]
+    rng = _range(ls, doc.text, result.offset, result.replace_end)
+    # Editors filter items by the word before the cursor: start the filter text with it.
+    line_start = doc.text.rfind("\n", 0, result.offset) + 1
+    word = _word_before(doc.text[line_start:result.offset])
+    first = best.strip("\n").splitlines()[0] if best.strip() else best
+    item = t.CompletionItem(
+        label=(first[:60] + "…") if len(first) > 60 else first,
+        kind=t.CompletionItemKind.Snippet,
+        detail="dgls",
+        text_edit=t.TextEdit(range=rng, new_text=best),
+        filter_text=word + best,
+        insert_text_format=t.InsertTextFormat.PlainText,
+        documentation=_documentation(ls, best, _lang(doc)),
+        sort_text="0",
+        preselect=True,
+    )
+    return t.CompletionList(is_incomplete=True, items=[item])
+
+
+def _documentation(ls: DglsServer, text: str, language: str) -> t.MarkupContent | str:
+    """The suggestion as a code block in Markdown where the client renders it; plain text
+    otherwise (a bare string when the client names no format at all)."""
+    caps = ls.client_capabilities.text_document
+    item = caps.completion.completion_item if caps and caps.completion else None
+    formats = (item.documentation_format if item else None) or []
+    if t.MarkupKind.Markdown in formats:
+        return t.MarkupContent(kind=t.MarkupKind.Markdown, value=f"```{language}\n{text}\n```")
+    if t.MarkupKind.PlainText in formats:
+        return t.MarkupContent(kind=t.MarkupKind.PlainText, value=text)
+    return text
+
+
+def _word_before(line: str) -> str:
+    i = len(line)
+    while i > 0 and (line[i - 1].isalnum() or line[i - 1] == "_"):
+        i -= 1
+    return line[i:]
+
+
+def _lang(doc) -> str:
+    lang = language_of(doc)
+    return lang.name if lang else ""
+
+
+@server.command(STATUS_COMMAND)
+def status(ls: DglsServer, *args) -> dict:
+    return {**ls.state.status.as_dict(), "encoding": ls.state.encoding,
+            "cache_entries": len(ls.state.exact), "options": {"debounce_ms": ls.state.options.debounce_ms,
+                                                             "line_budget_ms": ls.state.options.line_budget_ms,
+                                                             "block_budget_ms": ls.state.options.block_budget_ms}}
+
+
+class Progress:
+    """`$/progress` for the model load, when the client supports it; log lines otherwise."""
+
+    _tokens = itertools.count(1)
+
+    def __init__(self, ls: DglsServer):
+        self.ls = ls
+        self.token: str | None = None
+        caps = ls.client_capabilities
+        self.supported = bool(caps and caps.window and caps.window.work_done_progress)
+
+    def begin(self, title: str) -> None:
+        if not self.supported:
+            return
+        self.token = f"dgls-load-{next(self._tokens)}"
+        self.ls.work_done_progress.create(self.token)
+        self.ls.work_done_progress.begin(self.token, t.WorkDoneProgressBegin(title=title, percentage=0))
+
+    def report(self, done: int, total: int) -> None:
+        if self.token and total:
+            self.ls.work_done_progress.report(
+                self.token, t.WorkDoneProgressReport(message=f"{done}/{total} tensors", percentage=100 * done // total))
+
+    def end(self, message: str) -> None:
+        if self.token:
+            self.ls.work_done_progress.end(self.token, t.WorkDoneProgressEnd(message=message))
+            self.token = None
+        self.ls.protocol.notify(STATUS_NOTIFICATION, self.ls.state.status.as_dict())
+
+    def fail(self, message: str) -> None:
+        self.ls.warn(message)
+        self.end(f"failed: {message}")
+
+
+def main(tcp: str | None = None) -> None:
+    logging.basicConfig(level=logging.WARNING)
+    if tcp:
+        host, _, port = tcp.rpartition(":")
+        server.start_tcp(host or "127.0.0.1", int(port))
+    else:
+        server.start_io()
+

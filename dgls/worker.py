@@ -1,0 +1,336 @@
+"""The worker: one long-lived process that holds the model and serves every editor's server.
+
+    python -m dgls.worker --model PATH --socket PATH [--idle-timeout S] [--device D] [--dtype T]
+
+It binds its Unix socket (0600, in the 0700 runtime directory) before loading the model, so
+clients can watch the load's progress through `health`. Requests run one denoising loop at a
+time on an inference thread; a `cancel` or a closed connection stops a running request at the
+next denoising step, and a request's latency budget returns the best canvas so far. The
+process exits after `idle_timeout` seconds without connections or work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import wire
+
+log = logging.getLogger("dgls.worker")
+
+MAX_CANDIDATES = 16
+FAILED_LINGER_S = 5.0  # a worker whose model failed to load answers that briefly, then exits
+
+
+class BadRequest(ValueError):
+    pass
+
+
+@dataclass
+class Job:
+    conn: int
+    id: int
+    params: dict
+    cancel: threading.Event = field(default_factory=threading.Event)
+    reply: asyncio.Future | None = None
+
+
+def _field(params: dict, name: str, kind, *, default=None, low=None, high=None):
+    value = params.get(name, default)
+    if value is None and default is None and kind is not str:
+        return None
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise BadRequest(f"{name} must be {kind.__name__}")
+    if low is not None and value < low or high is not None and value > high:
+        raise BadRequest(f"{name}={value} is out of range [{low}, {high}]")
+    return value
+
+
+def parse_infill(params: dict) -> dict:
+    return {
+        "prefix": _field(params, "prefix", str, default=""),
+        "suffix": _field(params, "suffix", str, default=""),
+        "language": _field(params, "language", str, default=""),
+        "path": _field(params, "path", str, default=""),
+        "n": _field(params, "n", int, default=1, low=1, high=MAX_CANDIDATES),
+        "canvas_length": _field(params, "canvas_length", int, low=1, high=4096),
+        "budget_ms": _field(params, "budget_ms", float, low=0.0),
+        "seed": _field(params, "seed", int),
+    }
+
+
+class Worker:
+    def __init__(self, model: str, socket_path: Path, *, device: str | None, dtype: str, idle_timeout: float):
+        self.model_arg = model
+        self.socket_path = socket_path
+        self.device = device
+        self.dtype = dtype
+        self.idle_timeout = idle_timeout
+        self.state = "loading"  # loading | ready | failed
+        self.progress = (0, 0)
+        self.error: str | None = None
+        self.engine = None
+        self.ready = asyncio.Event()
+        self.queue: asyncio.Queue[Job] = asyncio.Queue()
+        self.jobs: dict[tuple[int, int], Job] = {}
+        self.connections = 0
+        self.last_active = time.monotonic()
+        self.started = time.monotonic()
+        self.served = 0
+        self.last_latency_ms: float | None = None
+        self.stop = asyncio.Event()
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dgls-infer")
+        self._next_conn = 0
+
+    # --- lifecycle
+
+    async def run(self) -> None:
+        loop = self._loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop.set)
+        server = await self._bind()
+        loop.run_in_executor(self.pool, self._load)
+        tasks = [asyncio.create_task(self._schedule()), asyncio.create_task(self._watch_idle())]
+        try:
+            await self.stop.wait()
+        finally:
+            server.close()
+            for task in tasks:
+                task.cancel()
+            for job in self.jobs.values():
+                job.cancel.set()
+            try:
+                if self.socket_path.exists():
+                    self.socket_path.unlink()
+            except OSError:
+                pass
+            self.pool.shutdown(wait=False, cancel_futures=True)
+
+    async def _bind(self) -> asyncio.AbstractServer:
+        path = self.socket_path
+        if path.exists():
+            probe = socket.socket(socket.AF_UNIX)
+            try:
+                probe.connect(str(path))
+            except OSError:
+                path.unlink()  # stale: its worker is gone
+            else:
+                probe.close()
+                raise SystemExit(f"another worker already serves {path}")
+        old = os.umask(0o177)  # the socket is born 0600: no window where others may connect
+        try:
+            server = await asyncio.start_unix_server(self._serve, path=str(path))
+        finally:
+            os.umask(old)
+        os.chmod(path, 0o600)
+        log.info("listening on %s (pid %d)", path, os.getpid())
+        return server
+
+    def _load(self) -> None:
+        from .model.engine import Engine  # the worker is where torch loads
+        from .model.loader import CheckpointError
+
+        def progress(done: int, total: int) -> None:
+            self.progress = (done, total)
+
+        try:
+            engine = Engine.load(self.model_arg, dtype=self.dtype, device=self.device, progress=progress)
+        except CheckpointError as e:
+            self.error, self.state = str(e), "failed"
+        except Exception as e:  # noqa: BLE001 - any load failure is reported, not raised
+            log.exception("model load failed")
+            self.error, self.state = f"model load failed: {type(e).__name__}: {e}".splitlines()[0], "failed"
+        else:
+            self.engine, self.state = engine, "ready"
+            log.info("model ready: %s on %s", engine.loaded.path, engine.model.device)
+        finally:
+            self.last_active = time.monotonic()
+            self._call_soon(self.ready.set)
+
+    def _call_soon(self, fn) -> None:
+        try:
+            self._loop.call_soon_threadsafe(fn)
+        except RuntimeError:  # loop closed during shutdown
+            pass
+
+    async def _watch_idle(self) -> None:
+        while True:
+            await asyncio.sleep(0.5)
+            idle = time.monotonic() - self.last_active
+            busy = self.connections or self.jobs
+            if self.state == "failed" and idle > FAILED_LINGER_S and not self.jobs:
+                log.info("exiting: model failed to load")
+                self.stop.set()
+            if not busy and idle > self.idle_timeout:
+                log.info("exiting after %.0f s idle", idle)
+                self.stop.set()
+
+    # --- connections
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._next_conn += 1
+        conn = self._next_conn
+        self.connections += 1
+        self.last_active = time.monotonic()
+        send_lock = asyncio.Lock()
+
+        async def send(message: dict) -> None:
+            async with send_lock:
+                try:
+                    writer.write(wire.encode(message))
+                    await writer.drain()
+                except (ConnectionError, RuntimeError):
+                    pass  # the client left; its jobs are cancelled below
+
+        try:
+            while True:
+                try:
+                    message = await wire.read(reader)
+                except wire.FrameError as e:
+                    await send({"id": None, "ok": False, "error": str(e)})
+                    break
+                except ConnectionError:
+                    break
+                if message is None:
+                    break
+                self.last_active = time.monotonic()
+                await self._dispatch(conn, message, send)
+        finally:
+            self.connections -= 1
+            self.last_active = time.monotonic()
+            for (c, _), job in list(self.jobs.items()):
+                if c == conn:
+                    job.cancel.set()
+            writer.close()
+
+    async def _dispatch(self, conn: int, message: dict, send) -> None:
+        rid, op = message.get("id"), message.get("op")
+        if not isinstance(rid, int) or isinstance(rid, bool):
+            await send({"id": None, "ok": False, "error": "request id must be an integer"})
+            return
+        if op == "health":
+            await send({"id": rid, "ok": True, "result": self.health()})
+        elif op == "info":
+            await send({"id": rid, "ok": True, "result": self.info()})
+        elif op == "cancel":
+            job = self.jobs.get((conn, message.get("target")))
+            if job is not None:
+                job.cancel.set()
+            await send({"id": rid, "ok": True, "result": {"cancelled": job is not None}})
+        elif op == "infill":
+            try:
+                params = parse_infill(message)
+            except BadRequest as e:
+                await send({"id": rid, "ok": False, "error": f"bad infill request: {e}"})
+                return
+            if (conn, rid) in self.jobs:
+                await send({"id": rid, "ok": False, "error": f"request id {rid} is already running"})
+                return
+            job = Job(conn, rid, params)
+            self.jobs[(conn, rid)] = job
+            asyncio.create_task(self._answer(job, send))
+        else:
+            await send({"id": rid, "ok": False, "error": f"unknown op {op!r}"})
+
+    async def _answer(self, job: Job, send) -> None:
+        job.reply = asyncio.get_running_loop().create_future()
+        await self.queue.put(job)
+        try:
+            await send(await job.reply)
+        finally:
+            self.jobs.pop((job.conn, job.id), None)
+            self.last_active = time.monotonic()
+
+    # --- inference
+
+    async def _schedule(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            job = await self.queue.get()
+            await self.ready.wait()
+            if self.state != "ready":
+                job.reply.set_result({"id": job.id, "ok": False, "error": self.error})
+                continue
+            if job.cancel.is_set():
+                job.reply.set_result({"id": job.id, "ok": True, "result": None, "cancelled": True})
+                continue
+            reply = await loop.run_in_executor(self.pool, self._infer, job)
+            if not job.reply.done():
+                job.reply.set_result(reply)
+
+    def _infer(self, job: Job) -> dict:
+        from .model.api import InfillRequest
+        from .model.engine import EngineError
+
+        p = job.params
+        req = InfillRequest(p["prefix"], p["suffix"], language=p["language"], path=p["path"])
+        t0 = time.perf_counter()
+        try:
+            result = self.engine.infill(req, n=p["n"], canvas_length=p["canvas_length"], seed=p["seed"],
+                                        budget_ms=p["budget_ms"], on_step=lambda _: job.cancel.is_set())
+        except EngineError as e:
+            return {"id": job.id, "ok": False, "error": str(e)}
+        except Exception as e:  # noqa: BLE001 - one failed request must not take the worker down
+            log.exception("infill failed")
+            return {"id": job.id, "ok": False, "error": f"internal error: {type(e).__name__}: {e}".splitlines()[0]}
+        self.served += 1
+        self.last_latency_ms = (time.perf_counter() - t0) * 1e3
+        return {"id": job.id, "ok": True, "result": dataclasses.asdict(result), "cancelled": job.cancel.is_set()}
+
+    # --- status
+
+    def health(self) -> dict:
+        return {
+            "state": self.state, "progress": list(self.progress), "error": self.error, "pid": os.getpid(),
+            "uptime_s": round(time.monotonic() - self.started, 1), "served": self.served,
+            "queued": self.queue.qsize(), "last_latency_ms": self.last_latency_ms,
+        }
+
+    def info(self) -> dict:
+        out = {"model": self.model_arg, "state": self.state}
+        if self.engine is not None:
+            cfg = self.engine.cfg
+            out.update(path=str(self.engine.loaded.path), family=self.engine.loaded.family,
+                       device=str(self.engine.model.device), dtype=str(self.engine.model.dtype).removeprefix("torch."),
+                       parameters=sum(p.numel() for p in self.engine.model.parameters()),
+                       canvas_length=cfg.canvas_length, vocab_size=cfg.vocab_size, layers=cfg.num_layers,
+                       experts=cfg.num_experts, top_k=cfg.top_k)
+        return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="dgls worker", description="Serve one model to dgls servers over a Unix socket.")
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--socket", required=True, type=Path)
+    ap.add_argument("--idle-timeout", type=float, default=600.0, help="exit after this many idle seconds")
+    ap.add_argument("--device", default=None)
+    ap.add_argument("--dtype", default="auto")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+
+    async def run() -> None:
+        worker = Worker(args.model, args.socket, device=args.device, dtype=args.dtype, idle_timeout=args.idle_timeout)
+        await worker.run()
+
+    try:
+        asyncio.run(run())
+    except SystemExit as e:
+        log.info("%s", e)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
