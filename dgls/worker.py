@@ -3,9 +3,10 @@
     python -m dgls.worker --model PATH --socket PATH [--idle-timeout S] [--device D] [--dtype T]
 
 It binds its Unix socket (0600, in the 0700 runtime directory) before loading the model, so
-clients can watch the load's progress through `health`. Requests run one denoising loop at a
-time on an inference thread; a `cancel` or a closed connection stops a running request at the
-next denoising step, and a request's latency budget returns the best canvas so far. The
+clients can watch the load's progress through `health`. Requests run on one inference thread;
+requests that queue up while it is busy are batched into the same denoising steps (same
+canvas length, no seed). A `cancel` or a closed connection stops a request at the next
+denoising step, and a request's latency budget returns the best canvas so far. The
 process exits after `idle_timeout` seconds without connections or work.
 """
 
@@ -21,6 +22,7 @@ import socket
 import sys
 import threading
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +32,7 @@ from . import wire
 log = logging.getLogger("dgls.worker")
 
 MAX_CANDIDATES = 16
+MAX_BATCH_CANVASES = 32  # queued requests are batched up to this many canvases per denoising step
 FAILED_LINGER_S = 5.0  # a worker whose model failed to load answers that briefly, then exits
 
 
@@ -84,12 +87,15 @@ class Worker:
         self.error: str | None = None
         self.engine = None
         self.ready = asyncio.Event()
-        self.queue: asyncio.Queue[Job] = asyncio.Queue()
+        self.pending: deque[Job] = deque()
+        self.work = asyncio.Event()
         self.jobs: dict[tuple[int, int], Job] = {}
         self.connections = 0
         self.last_active = time.monotonic()
         self.started = time.monotonic()
         self.served = 0
+        self.batches = 0
+        self.largest_batch = 0
         self.last_latency_ms: float | None = None
         self.stop = asyncio.Event()
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dgls-infer")
@@ -247,7 +253,8 @@ class Worker:
 
     async def _answer(self, job: Job, send) -> None:
         job.reply = asyncio.get_running_loop().create_future()
-        await self.queue.put(job)
+        self.pending.append(job)
+        self.work.set()
         try:
             await send(await job.reply)
         finally:
@@ -259,36 +266,68 @@ class Worker:
     async def _schedule(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            job = await self.queue.get()
+            while not self.pending:
+                self.work.clear()
+                await self.work.wait()
             await self.ready.wait()
+            job = self.pending.popleft()
             if self.state != "ready":
                 job.reply.set_result({"id": job.id, "ok": False, "error": self.error})
                 continue
             if job.cancel.is_set():
                 job.reply.set_result({"id": job.id, "ok": True, "result": None, "cancelled": True})
                 continue
-            reply = await loop.run_in_executor(self.pool, self._infer, job)
-            if not job.reply.done():
-                job.reply.set_result(reply)
+            batch = [job] + self._companions(job)
+            replies = await loop.run_in_executor(self.pool, self._infer, batch)
+            for j, reply in zip(batch, replies):
+                if not j.reply.done():
+                    j.reply.set_result(reply)
 
-    def _infer(self, job: Job) -> dict:
+    def _companions(self, first: Job) -> list[Job]:
+        """Queued requests that can share `first`'s denoising steps: same canvas length, no
+        seed (a seeded request runs alone, so its result depends on its seed only)."""
+        if first.params["seed"] is not None:
+            return []
+        chosen, canvases = [], first.params["n"]
+        for job in list(self.pending):
+            p = job.params
+            if (p["seed"] is None and p["canvas_length"] == first.params["canvas_length"]
+                    and not job.cancel.is_set() and canvases + p["n"] <= MAX_BATCH_CANVASES):
+                self.pending.remove(job)
+                chosen.append(job)
+                canvases += p["n"]
+        return chosen
+
+    def _infer(self, batch: list[Job]) -> list[dict]:
         from .model.api import InfillRequest
-        from .model.engine import EngineError
+        from .model.engine import BatchItem, EngineError
 
-        p = job.params
-        req = InfillRequest(p["prefix"], p["suffix"], language=p["language"], path=p["path"])
+        def request(job: Job) -> InfillRequest:
+            p = job.params
+            return InfillRequest(p["prefix"], p["suffix"], language=p["language"], path=p["path"])
+
         t0 = time.perf_counter()
         try:
-            result = self.engine.infill(req, n=p["n"], canvas_length=p["canvas_length"], seed=p["seed"],
-                                        budget_ms=p["budget_ms"], on_step=lambda _: job.cancel.is_set())
+            if len(batch) == 1:
+                (job,) = batch
+                p = job.params
+                results = [self.engine.infill(request(job), n=p["n"], canvas_length=p["canvas_length"], seed=p["seed"],
+                                              budget_ms=p["budget_ms"], on_step=lambda _: job.cancel.is_set())]
+            else:
+                items = [BatchItem(request(j), j.params["n"], j.params["budget_ms"], j.cancel.is_set) for j in batch]
+                results = self.engine.infill_many(items, canvas_length=batch[0].params["canvas_length"])
         except EngineError as e:
-            return {"id": job.id, "ok": False, "error": str(e)}
+            return [{"id": j.id, "ok": False, "error": str(e)} for j in batch]
         except Exception as e:  # noqa: BLE001 - one failed request must not take the worker down
             log.exception("infill failed")
-            return {"id": job.id, "ok": False, "error": f"internal error: {type(e).__name__}: {e}".splitlines()[0]}
-        self.served += 1
+            error = f"internal error: {type(e).__name__}: {e}".splitlines()[0]
+            return [{"id": j.id, "ok": False, "error": error} for j in batch]
+        self.served += len(batch)
+        self.batches += 1
+        self.largest_batch = max(self.largest_batch, len(batch))
         self.last_latency_ms = (time.perf_counter() - t0) * 1e3
-        return {"id": job.id, "ok": True, "result": dataclasses.asdict(result), "cancelled": job.cancel.is_set()}
+        return [{"id": j.id, "ok": True, "result": dataclasses.asdict(r), "cancelled": j.cancel.is_set()}
+                for j, r in zip(batch, results)]
 
     # --- status
 
@@ -296,7 +335,8 @@ class Worker:
         return {
             "state": self.state, "progress": list(self.progress), "error": self.error, "pid": os.getpid(),
             "uptime_s": round(time.monotonic() - self.started, 1), "served": self.served,
-            "queued": self.queue.qsize(), "last_latency_ms": self.last_latency_ms,
+            "queued": len(self.pending), "batches": self.batches, "largest_batch": self.largest_batch,
+            "last_latency_ms": self.last_latency_ms,
         }
 
     def info(self) -> dict:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -16,6 +17,7 @@ import torch
 from . import loader
 from .api import InfillCandidate, InfillRequest, InfillResult
 from .prompt import build_prompt
+from .network import PromptCache
 from .sampler import StepState, denoise
 
 
@@ -90,16 +92,83 @@ class Engine:
         self._sync()
         t2 = time.perf_counter()
 
-        candidates = []
-        for row, tokens in enumerate(result.tokens.tolist()):
-            cut = next((i for i, t in enumerate(tokens) if t in self.stop_ids), None)
-            middle = tokens if cut is None else tokens[:cut]
-            candidates.append(InfillCandidate(
-                text=self.tokenizer.decode(middle),
-                token_ids=middle,
-                steps=result.steps[row],
-                confidence=result.confidence[row],
-                accepted_per_step=result.accepted_per_step[row],
-                ended=cut is not None,
-            ))
+        candidates = [self._candidate(tokens, result, row) for row, tokens in enumerate(result.tokens.tolist())]
         return InfillResult(candidates, len(ids), L, (t1 - t0) * 1e3, (t2 - t1) * 1e3, result.stop_reason)
+
+    def infill_many(self, items: list[BatchItem], *, canvas_length: int | None = None) -> list[InfillResult]:
+        """Several requests denoised together (see `_infill_many`)."""
+        return _infill_many(self, items, canvas_length or self.cfg.canvas_length)
+
+    def _candidate(self, tokens: list[int], result, row: int) -> InfillCandidate:
+        cut = next((i for i, t in enumerate(tokens) if t in self.stop_ids), None)
+        middle = tokens if cut is None else tokens[:cut]
+        return InfillCandidate(
+            text=self.tokenizer.decode(middle),
+            token_ids=middle,
+            steps=result.steps[row],
+            confidence=result.confidence[row],
+            accepted_per_step=result.accepted_per_step[row],
+            ended=cut is not None,
+        )
+
+
+@dataclass
+class BatchItem:
+    """One request of a batch run by `Engine.infill_many`."""
+
+    request: InfillRequest
+    n: int = 1
+    budget_ms: float | None = None
+    cancelled: Callable[[], bool] = lambda: False
+
+
+def _infill_many(engine: Engine, items: list[BatchItem], canvas_length: int) -> list[InfillResult]:
+    """Several requests in one batch: their prompts are encoded together (left-padded, which
+    leaves each row's result as if alone: RoPE sees relative positions only) and all their
+    canvases are denoised in the same steps. Each request still stops on its own cancel
+    flag and budget. Random draws come from one shared stream, so batched requests take no seed."""
+    model, L = engine.model, canvas_length
+    ids = [engine.prompt_ids(item.request) for item in items]
+    P = max(len(x) for x in ids)
+    if P + L > engine.cfg.max_position_embeddings:
+        raise EngineError(f"prompt of {P} tokens + canvas of {L} exceeds the model's "
+                          f"{engine.cfg.max_position_embeddings} positions")
+    device = model.device
+    prompt = torch.full((len(items), P), engine.cfg.pad_id, dtype=torch.long, device=device)
+    mask = torch.zeros(len(items), P, dtype=torch.bool, device=device)
+    for row, x in enumerate(ids):
+        prompt[row, P - len(x):] = torch.tensor(x, device=device)
+        mask[row, P - len(x):] = True
+    owner = torch.repeat_interleave(torch.arange(len(items), device=device),
+                                    torch.tensor([item.n for item in items], device=device))  # [B]
+
+    t0 = time.perf_counter()
+    shared = model.encode(prompt, mask)
+    cache = PromptCache([k.index_select(0, owner) for k in shared.keys],
+                        [v.index_select(0, owner) for v in shared.values], P, mask.index_select(0, owner))
+    engine._sync()
+    t1 = time.perf_counter()
+    deadlines = [None if item.budget_ms is None else t0 + item.budget_ms / 1e3 for item in items]
+    stopped = [False] * len(items)
+
+    def hook(state: StepState) -> torch.Tensor:
+        engine._sync()
+        now = time.perf_counter()
+        for i, item in enumerate(items):
+            stopped[i] = stopped[i] or item.cancelled() or (deadlines[i] is not None and now >= deadlines[i])
+        return torch.tensor(stopped, device=device)[owner]
+
+    result = denoise(model, cache, int(owner.numel()), engine.loaded.sampler, canvas_length=L, on_step=hook)
+    engine._sync()
+    t2 = time.perf_counter()
+
+    out, row = [], 0
+    tokens = result.tokens.tolist()
+    for i, item in enumerate(items):
+        rows = range(row, row + item.n)
+        row += item.n
+        converged = all(result.finished[r] for r in rows)
+        reason = "callback" if stopped[i] else ("converged" if converged else "max_steps")
+        cands = [engine._candidate(tokens[r], result, r) for r in rows]
+        out.append(InfillResult(cands, len(ids[i]), L, (t1 - t0) * 1e3, (t2 - t1) * 1e3, reason))
+    return out

@@ -73,12 +73,14 @@ def denoise(
     seed: int | None = None,
     generator: torch.Generator | None = None,
     initial_canvas: torch.Tensor | None = None,
-    on_step: Callable[[StepState], bool] | None = None,
+    on_step: Callable[[StepState], bool | torch.Tensor] | None = None,
 ) -> DenoiseResult:
     """Denoise `num_canvases` canvases over one prompt cache.
 
     `on_step` runs after every step; returning True stops the loop at once and the current
-    argmax canvases are returned (stop_reason "callback")."""
+    argmax canvases are returned (stop_reason "callback"). It may instead return a bool
+    tensor [B] of canvases to stop (a cancelled or out-of-budget request batched with
+    others): those keep their best canvas and stop taking steps; the loop goes on for the rest."""
     cfg = model.cfg
     B, L, V = num_canvases, canvas_length or cfg.canvas_length, cfg.vocab_size
     device = model.device
@@ -100,6 +102,7 @@ def denoise(
     argmax = canvas
     sc_logits = None
     finished = torch.zeros(B, dtype=torch.bool, device=device)
+    stopped = torch.zeros(B, dtype=torch.bool, device=device)  # by the callback
     passes = torch.zeros(B, dtype=torch.long, device=device)
     history = None
     if sampler.stability_threshold > 0:
@@ -110,7 +113,8 @@ def denoise(
     S = sampler.max_steps
 
     for remaining in range(S, 0, -1):  # the reference counts steps down, S .. 1
-        passes += ~finished
+        frozen = finished | stopped
+        passes += ~frozen
         # Computed in fp32 from an int32 step, exactly as the reference does: a temperature one
         # ulp off flips near-tied acceptances and the canvases drift apart.
         step = torch.tensor(remaining, dtype=torch.int32, device=device)
@@ -129,13 +133,13 @@ def denoise(
         noise = torch.randint(0, V, (B, L), device=device, generator=generator)
         new_canvas = torch.where(accept, sampled, torch.where(~accept, noise, canvas))
 
-        running = ~finished
+        running = ~frozen
         accepted_log.append(torch.where(running, accept.sum(-1), 0))
         top_prob = torch.where(running[:, None], probs.max(dim=-1).values, top_prob)
-        if finished.any():  # finished canvases keep their state
-            new_argmax = torch.where(finished[:, None], argmax, new_argmax)
-            new_canvas = torch.where(finished[:, None], canvas, new_canvas)
-            logits = torch.where(finished[:, None, None], sc_logits, logits)
+        if frozen.any():  # finished canvases keep their state
+            new_argmax = torch.where(frozen[:, None], argmax, new_argmax)
+            new_canvas = torch.where(frozen[:, None], canvas, new_canvas)
+            logits = torch.where(frozen[:, None, None], sc_logits, logits)
 
         if history is None:
             stable = torch.ones(B, dtype=torch.bool, device=device)
@@ -144,16 +148,23 @@ def denoise(
             history = torch.roll(history, shifts=-1, dims=0)
             history[-1] = new_argmax
         confident = entropy.mean(dim=-1) < sampler.confidence_threshold
-        finished = finished | (stable & confident)
+        finished = finished | (stable & confident & ~stopped)
 
         sc_logits = logits.to(model.dtype)
         canvas, argmax = new_canvas, new_argmax
-        if finished.all():
-            stop_reason = "converged"
+        if (finished | stopped).all():
+            stop_reason = "callback" if stopped.any() else "converged"
             break
-        if on_step is not None and on_step(StepState(S - remaining + 1, S, argmax, finished, accepted_log[-1])):
-            stop_reason = "callback"
-            break
+        if on_step is not None:
+            verdict = on_step(StepState(S - remaining + 1, S, argmax, finished, accepted_log[-1]))
+            if verdict is True:
+                stop_reason = "callback"
+                break
+            if isinstance(verdict, torch.Tensor):
+                stopped = stopped | verdict.to(device)
+                if (finished | stopped).all():
+                    stop_reason = "callback"
+                    break
 
     steps = passes.tolist()
     accepted = torch.stack(accepted_log, dim=1).tolist()  # [B, steps run]

@@ -147,3 +147,24 @@ async def test_a_model_that_fails_to_load_is_reported(rt, tmp_path):
         _, reply = await client.infill(InfillRequest("x", ""), n=1, canvas_length=4, budget_ms=None, seed=0)
         unwrap(await reply)
     await client.close()
+
+
+async def test_requests_queued_while_busy_share_denoising_steps(client):
+    """Three requests sent together: those queued while the worker is busy run as one batch
+    (fewer batches than requests), and every request gets its own answer."""
+    while (await client.request("health"))["state"] == "loading":
+        await asyncio.sleep(0.05)
+    sent = [await client.infill(InfillRequest(f"v{i} = ", "\n"), n=2, canvas_length=64, budget_ms=None, seed=None)
+            for i in range(3)]
+    results = [result_from_wire(unwrap(await reply)) for _, reply in sent]
+    assert [len(r.candidates) for r in results] == [2, 2, 2]
+    health = await client.request("health")
+    assert health["served"] == 3 and health["largest_batch"] >= 2 and health["batches"] < 3
+
+
+async def test_seeded_requests_are_not_batched(client):
+    await client.request("health")
+    sent = [await client.infill(InfillRequest("x", ""), n=1, canvas_length=64, budget_ms=None, seed=i) for i in range(3)]
+    for _, reply in sent:
+        unwrap(await reply)
+    assert (await client.request("health"))["largest_batch"] == 1

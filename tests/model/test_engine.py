@@ -57,3 +57,47 @@ def test_prompt_longer_than_positions_is_refused(engine):
 def test_n_must_be_positive(engine):
     with pytest.raises(EngineError, match="n must be at least 1"):
         engine.infill(InfillRequest("x", ""), n=0)
+
+
+def test_batched_requests_each_get_their_candidates(engine):
+    from dgls.model.engine import BatchItem
+
+    items = [BatchItem(InfillRequest("def f(a):\n    return ", "\n"), n=2),
+             BatchItem(InfillRequest("x = [", "]\nprint(x)\n", path="m.py"), n=3)]
+    a, b = engine.infill_many(items, canvas_length=8)
+    assert len(a.candidates) == 2 and len(b.candidates) == 3
+    assert a.prompt_tokens == len(engine.prompt_ids(items[0].request))
+    assert b.prompt_tokens == len(engine.prompt_ids(items[1].request))
+
+
+def test_a_cancelled_request_stops_without_stopping_its_batch(engine):
+    from dgls.model.engine import BatchItem
+
+    steps = {"n": 0}
+
+    def cancel_after_two_checks():
+        steps["n"] += 1
+        return steps["n"] > 2
+
+    items = [BatchItem(InfillRequest("a = ", ""), n=1),
+             BatchItem(InfillRequest("b = ", ""), n=2, cancelled=cancel_after_two_checks)]
+    kept, cancelled = engine.infill_many(items, canvas_length=16)
+    assert cancelled.stop_reason == "callback" and all(c.steps == 3 for c in cancelled.candidates)
+    assert kept.stop_reason in ("max_steps", "converged") and kept.candidates[0].steps > 3
+
+
+def test_left_padded_batch_decodes_as_each_prompt_alone(engine):
+    """What batching rests on: a prompt encoded left-padded beside a longer one gives the
+    canvas the same logits as encoding it alone (RoPE sees relative positions only)."""
+    import torch
+
+    model = engine.model
+    short, long = [5, 6, 7], [8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27]
+    canvas = torch.tensor([[30, 31, 32, 33]])
+    alone = model.decode(canvas, model.encode(torch.tensor([short])))
+    prompt = torch.tensor([[0] * (len(long) - len(short)) + short, long])
+    mask = prompt != 0
+    mask[1] = True
+    padded = model.encode(prompt, mask)
+    row0 = type(padded)([k[:1] for k in padded.keys], [v[:1] for v in padded.values], padded.length, padded.mask[:1])
+    torch.testing.assert_close(model.decode(canvas, row0), alone, rtol=1e-4, atol=1e-4)
