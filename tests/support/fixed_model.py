@@ -20,7 +20,7 @@ from dgls.model.tokenizer import Tokenizer
 
 # Prompts like the server's: FIM prompts around a cursor in real source, some of it non-ASCII.
 SOURCES = sorted((Path(__file__).resolve().parents[2] / "dgls").glob("*.py"))
-EXTRA = ["s = \"漢字🎉\"\n", "naïve = 'café'\n", "# ✓ done\n", "x = f(\"ünï\", )\n"]
+EXTRA = ["s = \"漢字🎉\"\n", "naïve = 'café'\n", "# ✓ done\n", "x = f(\"ünï\", )\n", "x = f(\"漢字🎉\", )\n"]
 
 
 def sample_prompt(tok: Tokenizer, rng: random.Random, bos: int | None) -> list[int]:
@@ -39,7 +39,7 @@ ANSWERS = ("self", "model", "config", "None")
 CANVAS = 16  # the e2e tests set lineCanvas/blockCanvas to this
 
 
-def train_fixed_model(directory: Path, *, steps: int = 500, seed: int = 0) -> Path:
+def train_fixed_model(directory: Path, *, steps: int = 800, seed: int = 0) -> Path:
     random_checkpoint.write(directory, "test-tiny", seed=seed)
     model, _ = loader.load_network(directory, dtype="float32", device="cpu")
     tok = Tokenizer.from_file(directory / "tokenizer.json")
