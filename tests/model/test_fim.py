@@ -20,20 +20,13 @@ from dgls.model.random_checkpoint import init_random
 from dgls.model.tokenizer import Tokenizer
 
 from .training_data import build_corpus, train_tokenizer
+from .training_data import one_thread  # noqa: F401  (autouse fixture)
 
 CANVAS = CanvasLengths(line=16, block=48)
 SMALL = FimConfig(prefix_tokens=64, suffix_tokens=24)
 
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny matrices gain nothing from intra-op threads, and on a loaded 2-core machine
-    OpenMP's spinning threads make each step tens of times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):

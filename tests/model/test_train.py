@@ -21,6 +21,7 @@ from dgls.model.tokenizer import Tokenizer
 from dgls.model.train import TrainConfig, TrainError
 
 from .training_data import build_corpus, train_tokenizer
+from .training_data import one_thread  # noqa: F401  (autouse fixture)
 
 LIMIT_MIB = 96 / 1024  # below the fp32 embedding's 128 KiB: the checkpoint must split it
 FAST = TrainConfig(config="test-tiny", steps=6, batch_size=4, lr=3e-3, warmup_steps=2, line_canvas=16,
@@ -30,14 +31,6 @@ OBJ = ObjectiveConfig()
 
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny matrices gain nothing from intra-op threads, and on a loaded 2-core machine
-    OpenMP's spinning threads make each step tens of times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory):

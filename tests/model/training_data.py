@@ -7,6 +7,9 @@ import shutil
 import sysconfig
 from pathlib import Path
 
+import pytest
+import torch
+
 from dgls.model import bpe, corpus
 
 MODULES = ["json", "textwrap.py", "string.py", "bisect.py", "heapq.py", "colorsys.py", "fnmatch.py",
@@ -33,3 +36,13 @@ def train_tokenizer(corpus_dir: Path, path: Path, vocab_size: int = 512) -> Path
     texts = [rec["text"] for rec in corpus.read_split(corpus_dir, "train")]
     bpe.train_tokenizer(texts, vocab_size, "fim").save(str(path))
     return path
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny matrices gain nothing from intra-op threads, and on a loaded 2-core machine
+    OpenMP's spinning threads make each step tens of times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
