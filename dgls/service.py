@@ -8,6 +8,7 @@ debounce first. A reply is only sent for the document version it was computed fo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -212,8 +213,10 @@ async def _run(state: State, backend: Backend, prep: Prepared, n: int, me: Infli
         warn(f"no suggestion: {e}")
         return None
     except WorkerError as e:
-        state.status.message = str(e)
         warn(f"no suggestion: {e}")
+        with contextlib.suppress(WorkerUnavailable, WorkerError):
+            await refresh_status(state, backend)  # e.g. the model failed to load
+        state.status.message = str(e)
         return None
     if state.status.state != "ready":  # first answer, or the first from a restarted worker
         await refresh_status(state, backend)

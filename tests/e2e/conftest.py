@@ -94,7 +94,10 @@ async def start(runtime, fixed_checkpoint):
     clients = []
 
     async def starter(capabilities, model=None, **options):
+        """`model`: a checkpoint path; None: the fixed model; "": no model configured at all."""
         env = {**os.environ, "DGLS_RUNTIME_DIR": str(runtime), "DGLS_MODEL": str(model or fixed_checkpoint)}
+        if model == "":
+            del env["DGLS_MODEL"]
         client = await ClientServerConfig([sys.executable, "-m", "dgls.cli", "serve"], server_env=env).start()
         await client.initialize_session(t.InitializeParams(
             capabilities=capabilities, initialization_options={**SMALL, **options}))

@@ -178,3 +178,31 @@ async def test_invalid_settings_fall_back_with_one_message(start, answer):
     messages = [m.message for m in client.log_messages]
     assert any("debounceMs='fast' ignored" in m for m in messages)
     assert any("unknown setting 'colour' ignored" in m for m in messages)
+
+
+async def test_no_model_configured_is_said_once_and_nothing_breaks(start):
+    client = await start(vscode(), model="")
+    open_doc(client, URI, "x = \n")
+    assert await inline(client, URI, 0, 4) is None
+    assert await inline(client, URI, 0, 4) is None
+    said = [m.message for m in client.log_messages if "no model configured" in m.message]
+    assert len(said) == 1
+    assert (await status(client))["state"] == "no model"
+
+
+async def test_a_broken_model_is_reported_and_the_server_keeps_answering(start, tmp_path, fixed_checkpoint):
+    import shutil
+
+    broken = shutil.copytree(fixed_checkpoint, tmp_path / "broken")
+    (broken / "model.safetensors").write_bytes(b"not safetensors")
+    client = await start(vscode(), model=str(broken))
+    open_doc(client, URI, "x = \n")
+    assert await inline(client, URI, 0, 4) is None
+    for _ in range(100):
+        messages = [m.message for m in client.log_messages]
+        if any("corrupt safetensors file" in m for m in messages):
+            break
+        await asyncio.sleep(0.1)
+    assert any("corrupt safetensors file" in m for m in messages)
+    assert all("\n" not in m for m in messages)
+    assert (await status(client))["state"] == "unavailable"
