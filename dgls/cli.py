@@ -81,14 +81,18 @@ def cmd_infill(args: argparse.Namespace) -> int:
     return 0 if any(c.text.strip() for c in result.candidates) else 1
 
 
+def tcp_address(arg: str) -> tuple[str, int]:
+    """[HOST:]PORT -> (host, port); the host is loopback unless one is named."""
+    host, _, port = arg.rpartition(":")
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise UsageError(f"--tcp expects [HOST:]PORT, got {arg!r}")
+    return host or "127.0.0.1", int(port)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from .server import main as serve
 
-    if args.tcp:
-        host, sep, port = args.tcp.rpartition(":")
-        if not sep or not port.isdigit():
-            raise UsageError(f"--tcp expects HOST:PORT or PORT, got {args.tcp!r}")
-    serve(tcp=args.tcp if args.tcp is None or ":" in args.tcp else f"127.0.0.1:{args.tcp}")
+    serve(tcp=None if args.tcp is None else tcp_address(args.tcp))
     return 0
 
 

@@ -212,11 +212,10 @@ class Progress:
         self.end(f"failed: {message}")
 
 
-def main(tcp: str | None = None) -> None:
+def main(tcp: tuple[str, int] | None = None) -> None:
     logging.basicConfig(level=logging.WARNING)
-    if tcp:
-        host, _, port = tcp.rpartition(":")
-        server.start_tcp(host or "127.0.0.1", int(port))
+    if tcp is not None:
+        server.start_tcp(*tcp)
     else:
         server.start_io()
 

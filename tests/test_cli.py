@@ -174,3 +174,38 @@ def test_complete_bad_input(tmp_path, random_checkpoint, name, content, location
 def test_complete_refuses_huge_files(tmp_path, random_checkpoint):
     path = write(tmp_path, "big.py", "x = 1\n" * 400_000)
     assert_one_line_error(dgls("complete", f"{path}:1", "--model", str(random_checkpoint)), "over the 2,000,000-byte limit")
+
+
+def test_complete_uses_a_running_worker(fixed_checkpoint, tmp_path):
+    """With a worker serving the model, the CLI asks it instead of loading the model itself."""
+    import asyncio
+
+    from dgls.worker_client import WorkerClient, WorkerSpec
+
+    runtime = tmp_path / "rt"
+    env = {"DGLS_RUNTIME_DIR": str(runtime)}
+    os.environ.update(env)
+    try:
+        async def start_worker():
+            client = WorkerClient(WorkerSpec(str(fixed_checkpoint), idle_timeout=60))
+            while (await client.request("health"))["state"] == "loading":
+                await asyncio.sleep(0.05)
+            return client
+
+        client = asyncio.run(start_worker())
+        path = write(tmp_path, "m.py", SOURCE)
+        proc = dgls("complete", f"{path}:2", "--model", str(fixed_checkpoint), "--json", env=env)
+        assert proc.returncode in (0, 1), proc.stderr
+
+        async def served():
+            c = WorkerClient(WorkerSpec(str(fixed_checkpoint)), spawn=False)
+            health = await c.request("health")
+            await c.close()
+            return health
+
+        health = asyncio.run(served())
+        assert health["served"] == 1
+        os.kill(health["pid"], 15)
+    finally:
+        for key in env:
+            os.environ.pop(key, None)
