@@ -148,8 +148,14 @@ def cmd_complete(args: argparse.Namespace) -> int:
         print(f"dgls: no suggestion: {hole.reason}", file=sys.stderr)
         return 1
     backend = running_worker(args) or load_engine(args)
-    result = complete(backend, text, offset, language, path=path, mode=args.mode, n=args.n,
-                      budget_ms=args.max_ms, seed=args.seed)
+    from .model.api import EngineError
+    from .worker_client import WorkerError, WorkerUnavailable
+
+    try:
+        result = complete(backend, text, offset, language, path=path, mode=args.mode, n=args.n,
+                          budget_ms=args.max_ms, seed=args.seed)
+    except (EngineError, WorkerError, WorkerUnavailable) as e:
+        raise UsageError(str(e)) from None
 
     def pos(offset: int) -> dict:
         ln, cl = position_at(text, offset)

@@ -57,7 +57,10 @@ def apply_settings(ls: DglsServer, settings: object) -> None:
 
 @server.feature(t.INITIALIZE)
 def initialize(ls: DglsServer, params: t.InitializeParams) -> None:
-    ls.state.encoding = str(ls.workspace.position_encoding or t.PositionEncodingKind.Utf16)
+    chosen = ls.workspace.position_encoding or t.PositionEncodingKind.Utf16
+    # pygls hands back either the enum (its default) or the client's string; str() of the
+    # enum would be "PositionEncodingKind.Utf16", so take the value.
+    ls.state.encoding = getattr(chosen, "value", chosen)
     apply_settings(ls, params.initialization_options)
 
 

@@ -36,13 +36,18 @@ class Backend:
     (loaded here without torch: windows are cut in the server)."""
 
     def __init__(self, options: Options):
-        model = model_path(options)
-        if model is None:
+        spec = self.spec_for(options)
+        if spec is None:
             raise NoModel("no model configured: set dgls's `model` option or $DGLS_MODEL")
-        self.model = model
-        self.spec = WorkerSpec(model, options.device, options.dtype, options.worker_idle_s)
+        self.model = spec.model
+        self.spec = spec
         self.client = WorkerClient(self.spec)
         self._tokenizer = None
+
+    @staticmethod
+    def spec_for(options: Options) -> WorkerSpec | None:
+        model = model_path(options)
+        return None if model is None else WorkerSpec(model, options.device, options.dtype, options.worker_idle_s)
 
     def count_tokens(self, text: str) -> int:
         if self._tokenizer is None:
@@ -97,8 +102,11 @@ class State:
     warned: set[str] = field(default_factory=set)
 
     def configure(self, options: Options) -> None:
-        if self.backend is not None and model_path(options) != self.backend.model:
-            self.backend = None  # a different model: the next request reaches its own worker
+        if self.backend is not None and Backend.spec_for(options) != self.backend.spec:
+            # Another model, device or dtype: the next request reaches its own worker. Closing
+            # our connection lets the old worker go idle and exit.
+            asyncio.ensure_future(self.backend.client.close())
+            self.backend = None
         self.options = options
         self.exact = ExactCache(options.cache_entries, options.cache_ttl_s)
 
@@ -138,9 +146,11 @@ async def suggest(state: State, uri: str, line: int, character: int, *, automati
     doc = state.documents.get(uri)
     if doc is None:
         return None
-    await cancel_document(state, uri)
     me = Inflight(uri, doc.version)
-    state.inflight[uri] = me
+    previous = state.inflight.get(uri)
+    state.inflight[uri] = me  # registered before any await, so a newer request always finds it
+    if previous is not None:
+        await previous.cancel()
     try:
         if automatic and state.options.debounce_ms:
             try:
@@ -149,6 +159,9 @@ async def suggest(state: State, uri: str, line: int, character: int, *, automati
             except asyncio.TimeoutError:
                 pass
         return await _suggest(state, doc, me, line, character, automatic, warn)
+    except asyncio.CancelledError:  # the client's $/cancelRequest: stop the worker too
+        await asyncio.shield(me.cancel())
+        raise
     finally:
         if state.inflight.get(uri) is me:
             del state.inflight[uri]
@@ -208,6 +221,10 @@ async def _run(state: State, backend: Backend, prep: Prepared, n: int, me: Infli
         if me.cancelled.is_set():  # superseded while the request was being sent
             await backend.client.cancel(rid)
         data = unwrap(await reply)
+        result = None if data is None else result_from_wire(data)
+    except TypeError as e:  # a reply of another shape (a worker of another dgls version)
+        warn(f"no suggestion: unexpected reply from the worker ({e})")
+        return None
     except WorkerUnavailable as e:
         state.status.state, state.status.message = "unavailable", str(e)
         warn(f"no suggestion: {e}")
@@ -219,8 +236,9 @@ async def _run(state: State, backend: Backend, prep: Prepared, n: int, me: Infli
         state.status.message = str(e)
         return None
     if state.status.state != "ready":  # first answer, or the first from a restarted worker
-        await refresh_status(state, backend)
-    return None if data is None else result_from_wire(data)
+        with contextlib.suppress(WorkerUnavailable, WorkerError):
+            await refresh_status(state, backend)
+    return result
 
 
 async def refresh_status(state: State, backend: Backend) -> None:
@@ -275,6 +293,6 @@ async def warm_up(state: State, progress) -> None:
             progress.fail(health["error"])
             return
         progress.end(f"{Path(backend.model).name} ready on {state.status.device}")
-    except (WorkerUnavailable, WorkerError) as e:
+    except (WorkerUnavailable, WorkerError, KeyError, TypeError) as e:
         state.status.state, state.status.message = "unavailable", str(e)
         progress.fail(str(e))

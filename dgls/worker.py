@@ -232,7 +232,11 @@ class Worker:
         elif op == "info":
             await send({"id": rid, "ok": True, "result": self.info()})
         elif op == "cancel":
-            job = self.jobs.get((conn, message.get("target")))
+            target = message.get("target")
+            if not isinstance(target, int) or isinstance(target, bool):
+                await send({"id": rid, "ok": False, "error": "cancel target must be an integer request id"})
+                return
+            job = self.jobs.get((conn, target))
             if job is not None:
                 job.cancel.set()
             await send({"id": rid, "ok": True, "result": {"cancelled": job is not None}})
@@ -335,7 +339,7 @@ class Worker:
         return {
             "state": self.state, "progress": list(self.progress), "error": self.error, "pid": os.getpid(),
             "uptime_s": round(time.monotonic() - self.started, 1), "served": self.served,
-            "queued": len(self.pending), "batches": self.batches, "largest_batch": self.largest_batch,
+            "queued": len(self.pending), "active": len(self.jobs), "batches": self.batches, "largest_batch": self.largest_batch,
             "last_latency_ms": self.last_latency_ms,
         }
 

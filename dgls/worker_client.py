@@ -83,12 +83,15 @@ class WorkerClient:
                 return
             self._reap()
             try:
-                await self._open()
-            except (FileNotFoundError, ConnectionRefusedError):
-                if not self.spawn:
-                    raise WorkerUnavailable(f"no worker is running for {self.spec.model}") from None
-                await asyncio.to_thread(self._start_worker)
-                await self._open()
+                try:
+                    await self._open()
+                except (FileNotFoundError, ConnectionRefusedError):
+                    if not self.spawn:
+                        raise WorkerUnavailable(f"no worker is running for {self.spec.model}") from None
+                    await asyncio.to_thread(self._start_worker)
+                    await self._open()
+            except (OSError, runtime.RuntimeDirError) as e:
+                raise WorkerUnavailable(f"cannot reach the worker: {e}") from None
 
     async def _open(self) -> None:
         self._reader, self._writer = await asyncio.open_unix_connection(str(self.spec.socket))
@@ -140,13 +143,16 @@ class WorkerClient:
         except (wire.FrameError, ConnectionError) as e:
             error = WorkerUnavailable(f"worker connection lost: {e}")
         finally:
-            if self._writer is not None:
-                self._writer.close()
-            self._writer = None
-            for future in self._pending.values():
-                if not future.done():
-                    future.set_exception(error)
-            self._pending.clear()
+            # Only if this is still the current connection: a reconnect may already have
+            # replaced it, and its requests are not this loop's to fail.
+            if self._reader is reader:
+                if self._writer is not None:
+                    self._writer.close()
+                self._writer = None
+                for future in self._pending.values():
+                    if not future.done():
+                        future.set_exception(error)
+                self._pending.clear()
 
     async def send(self, op: str, **params) -> tuple[int, asyncio.Future]:
         """Send a request; returns its id and a future of the worker's reply."""

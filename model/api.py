@@ -7,6 +7,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
+class EngineError(ValueError):
+    """A request the engine cannot run (e.g. a prompt longer than the model's positions)."""
+
+
 @dataclass(frozen=True)
 class InfillRequest:
     prefix: str

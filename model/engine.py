@@ -15,14 +15,10 @@ from pathlib import Path
 import torch
 
 from . import loader
-from .api import InfillCandidate, InfillRequest, InfillResult
+from .api import EngineError, InfillCandidate, InfillRequest, InfillResult
 from .prompt import build_prompt
 from .network import PromptCache
 from .sampler import StepState, denoise
-
-
-class EngineError(ValueError):
-    """A request the engine cannot run (e.g. a prompt longer than the model's positions)."""
 
 
 class Engine:

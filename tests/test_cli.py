@@ -196,6 +196,9 @@ def test_complete_uses_a_running_worker(fixed_checkpoint, tmp_path):
         path = write(tmp_path, "m.py", SOURCE)
         proc = dgls("complete", f"{path}:2", "--model", str(fixed_checkpoint), "--json", env=env)
         assert proc.returncode in (0, 1), proc.stderr
+        # The worker's refusal reaches the user as one line, like any bad input.
+        assert_one_line_error(dgls("complete", f"{path}:2", "--model", str(fixed_checkpoint), "--n", "40", env=env),
+                              "n=40 is out of range")
 
         async def served():
             c = WorkerClient(WorkerSpec(str(fixed_checkpoint)), spawn=False)

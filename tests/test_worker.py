@@ -92,6 +92,8 @@ async def test_bad_requests_get_one_line_errors_and_the_worker_lives_on(client):
         await client.request("infill", prefix="x", n=99)
     with pytest.raises(WorkerError, match="prefix must be str"):
         await client.request("infill", prefix=5)
+    with pytest.raises(WorkerError, match="cancel target must be an integer"):
+        await client.request("cancel", target=[1, 2])
     assert (await client.request("health"))["state"] in ("loading", "ready")
 
 

@@ -50,8 +50,9 @@ def helix() -> t.ClientCapabilities:
     )
 
 
-def worker_pids(runtime) -> list[int]:
-    pids = []
+def worker_health(runtime) -> list[dict]:
+    """Each live worker's `health`, asked over its socket like any client."""
+    out = []
     for sock in runtime.glob("*.sock"):
         s = socket.socket(socket.AF_UNIX)
         try:
@@ -62,12 +63,16 @@ def worker_pids(runtime) -> list[int]:
             data = b""
             while len(data) < size:
                 data += s.recv(size - len(data))
-            pids.append(msgpack.unpackb(data)["result"]["pid"])
+            out.append(msgpack.unpackb(data)["result"])
         except OSError:
             pass
         finally:
             s.close()
-    return pids
+    return out
+
+
+def worker_pids(runtime) -> list[int]:
+    return [health["pid"] for health in worker_health(runtime)]
 
 
 @pytest.fixture

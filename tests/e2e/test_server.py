@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
@@ -10,7 +11,7 @@ import time
 import pytest
 from lsprotocol import types as t
 
-from .conftest import change, helix, inline, neovim, open_doc, vscode, worker_pids
+from .conftest import change, helix, inline, neovim, open_doc, vscode, worker_health, worker_pids
 
 URI = "file:///project/app.py"
 
@@ -262,3 +263,38 @@ def test_tcp_serves_the_protocol(fixed_checkpoint, runtime):
     finally:
         proc.kill()
         proc.wait()
+
+
+async def test_clients_without_position_encodings_get_utf16(start, answer):
+    caps = neovim()
+    import attrs
+
+    client = await start(attrs.evolve(caps, general=None))
+    assert (await status(client))["encoding"] == "utf-16"
+    open_doc(client, URI, WIDE)
+    col = columns('x = f("漢字🎉", ')["utf-16"]
+    result = await inline(client, URI, 0, col)
+    assert result.items[0].range.start == t.Position(0, col)
+
+
+async def test_a_client_cancel_stops_the_request_in_the_worker(start, runtime, random_checkpoint):
+    """$/cancelRequest (what editors send) stops the denoising loop, not only the handler."""
+    client = await start(vscode(), model=str(random_checkpoint), lineCanvas=1024, candidatesInvoked=8,
+                         maxLatencyMs=60000)
+    open_doc(client, URI, "x = \n")
+    params = t.InlineCompletionParams(
+        text_document=t.TextDocumentIdentifier(uri=URI), position=t.Position(0, 4),
+        context=t.InlineCompletionContext(trigger_kind=t.InlineCompletionTriggerKind.Invoked))
+    request = asyncio.ensure_future(
+        client.protocol.send_request_async(t.TEXT_DOCUMENT_INLINE_COMPLETION, params, msg_id="slow-1"))
+    for _ in range(400):  # until the worker is denoising it
+        health = worker_health(runtime)
+        if health and health[0]["state"] == "ready" and health[0]["active"]:
+            break
+        await asyncio.sleep(0.05)
+    assert health[0]["active"] == 1
+    client.protocol.notify("$/cancelRequest", t.CancelParams(id="slow-1"))
+    await asyncio.sleep(1.5)
+    assert worker_health(runtime)[0]["active"] == 0  # stopped at its next denoising step
+    with contextlib.suppress(Exception):  # the handler's reply to a cancelled request
+        await asyncio.wait_for(request, 5)
