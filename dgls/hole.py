@@ -14,8 +14,6 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import tree_sitter
-
 from .languages import Language, parse
 from .text import indent_width, indentation, line_starts
 

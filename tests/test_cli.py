@@ -190,9 +190,9 @@ def test_complete_uses_a_running_worker(fixed_checkpoint, tmp_path):
             client = WorkerClient(WorkerSpec(str(fixed_checkpoint), idle_timeout=60))
             while (await client.request("health"))["state"] == "loading":
                 await asyncio.sleep(0.05)
-            return client
+            await client.close()  # the worker stays up until idle
 
-        client = asyncio.run(start_worker())
+        asyncio.run(start_worker())
         path = write(tmp_path, "m.py", SOURCE)
         proc = dgls("complete", f"{path}:2", "--model", str(fixed_checkpoint), "--json", env=env)
         assert proc.returncode in (0, 1), proc.stderr
