@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .dataclass_args import add_arguments, from_arguments, opt
+from .jsonl import parse_object
 from .progress import Progress
 
 SPLITS = ("train", "heldout")
@@ -422,12 +423,7 @@ RECORD_FIELDS = {"path": str, "package": str, "group": str, "license": str, "tex
 def _read_shard(path: Path) -> Iterator[dict]:
     with open(path, encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise CorpusError(f"{path}:{n}: not JSON ({e.msg})") from None
-            if not isinstance(rec, dict):
-                raise CorpusError(f"{path}:{n}: a record must be a JSON object")
+            rec = parse_object(line, f"{path}:{n}", CorpusError, "a record")
             bad = [k for k, t in RECORD_FIELDS.items() if not isinstance(rec.get(k), t)]
             if bad:
                 raise CorpusError(f"{path}:{n}: missing or malformed {', '.join(bad)}")

@@ -29,8 +29,17 @@ from . import corpus
 from .config import CANVAS, CanvasLengths, ConfigError
 from .dataclass_args import add_arguments, from_arguments, opt
 from .fim import (
-    CANVAS_KIND, CHARS_PER_TOKEN, HOLE_KINDS, LINE, LINE_SUFFIX, FimConfig, char_windows, line_starts, pick_hole,
+    CANVAS_KIND,
+    CHARS_PER_TOKEN,
+    HOLE_KINDS,
+    LINE,
+    LINE_SUFFIX,
+    FimConfig,
+    char_windows,
+    line_starts,
+    pick_hole,
 )
+from .jsonl import parse_object
 from .progress import Progress
 from .sandbox import SandboxLimits, run_python
 
@@ -97,12 +106,7 @@ def load_cases(path: Path) -> list[Case]:
         if not line.strip():
             continue
         where = f"{path}:{n}"
-        try:
-            raw = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise CaseError(f"{where}: not JSON ({e.msg})") from None
-        if not isinstance(raw, dict):
-            raise CaseError(f"{where}: a case must be a JSON object")
+        raw = parse_object(line, where, CaseError, "a case")
         for key in ("prefix", "suffix", "middle"):
             if not isinstance(raw.get(key), str):
                 raise CaseError(f"{where}: {key!r} must be a string")
@@ -215,9 +219,9 @@ class ModelSystem:
         self.device = str(self.engine.model.device)
 
     def __call__(self, case: Case) -> Prediction:
+        from .api import InfillRequest
         from .engine import EngineError
         from .fim import fit_windows
-        from .api import InfillRequest
 
         prefix, suffix = fit_windows(self.engine.tokenizer, case.prefix, case.suffix,
                                      self.cfg.prefix_tokens, self.cfg.suffix_tokens)
