@@ -10,16 +10,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 
 from .model.config import CANVAS  # no torch there
+from .model.dataclass_args import opt  # the one field-with-help helper
 
 MODEL_ENV = "DGLS_MODEL"
 LANGUAGES = ("python", "javascript", "typescript", "tsx", "go", "rust")
-
-
-def opt(default, doc: str):
-    return field(default=default, metadata={"doc": doc})
 
 
 @dataclass(frozen=True)
@@ -129,6 +126,6 @@ def settings_doc() -> str:
     for f in fields(Options):
         default = getattr(DEFAULTS, f.name)
         shown = json.dumps(list(default) if isinstance(default, tuple) else default)
-        rows.append(f"| `{_camel(f.name)}` | `{shown}` | {f.metadata['doc']} |")
+        rows.append(f"| `{_camel(f.name)}` | `{shown}` | {f.metadata['help']} |")
     rows.append("| `maxLatencyMs` | | sets `lineBudgetMs` and `blockBudgetMs` together |")
     return "\n".join(rows)
