@@ -89,10 +89,13 @@ def indent_unit(text: str, language: Language) -> str:
     return steps.most_common(1)[0][0] if steps else language.indent_unit
 
 
+def _line_start(text: str, offset: int) -> int:
+    return max(text.rfind("\n", 0, offset), text.rfind("\r", 0, offset)) + 1
+
+
 def _line_bounds(text: str, offset: int) -> tuple[int, int]:
-    start = max(text.rfind("\n", 0, offset), text.rfind("\r", 0, offset)) + 1
     m = re.compile(r"\r|\n").search(text, offset)
-    return start, (m.start() if m else len(text))
+    return _line_start(text, offset), (m.start() if m else len(text))
 
 
 def _inside_open_quote(before: str, lang: Language) -> bool:
@@ -212,7 +215,7 @@ def _statement_bounds(doc: Document, offset: int) -> tuple[list[int], list[int]]
     while node is not None:
         for child in node.named_children:
             s, e = doc.char_offset(child.start_byte), doc.char_offset(child.end_byte)
-            line_start = max(text.rfind("\n", 0, s), text.rfind("\r", 0, s)) + 1
+            line_start = _line_start(text, s)
             if not text[line_start:s].strip():
                 starts.add(line_start)
             if e >= len(text) or text[e] in "\r\n":

@@ -17,7 +17,7 @@ from pathlib import Path
 from .cache import ExactCache, TypedThrough
 from .complete import Completion, Prepared, finish, prepare
 from .documents import DocumentStore, TextDocument, to_offset
-from .hole import NONE
+from .hole import NONE, Document, classify
 from .languages import BY_EXTENSION, BY_NAME, Language
 from .model.api import InfillResult
 from .options import DEFAULTS, Options, model_path
@@ -183,8 +183,8 @@ async def _suggest(state: State, doc: TextDocument, me: Inflight, line: int, cha
     rests = state.typed.continue_(doc.uri, before, after)
     if rests is not None:
         state.status.cache_hits += 1
-        prep = prepare(text, offset, lang, lambda s: 0, options=options)
-        completion = Completion(prep.hole, [Candidate(r, 1.0, 0) for r in rests], offset, offset)
+        hole = classify(Document(text, lang), offset)  # for the replace range; no windows needed
+        completion = Completion(hole, [Candidate(r, 1.0, 0) for r in rests], offset, offset)
         return _shape(state, doc.uri, text, offset, completion, "typed-through", remember=False)
 
     try:
