@@ -2,6 +2,7 @@
 
     dgls complete FILE:LINE[:COL] [--json] [--n N] [--max-ms MS] [--mode auto|line|block]
     dgls infill --prefix TEXT [--suffix TEXT] [--model PATH] [--n N] [--json]
+    dgls export-hf MODEL OUT [--dtype source|float32|bfloat16|float16] [--force]
 
 The editor-facing commands must start fast, so this module imports nothing heavy at the top:
 torch and the model load only inside the commands that run the model.
@@ -79,6 +80,29 @@ def cmd_infill(args: argparse.Namespace) -> int:
     else:
         print(result.candidates[0].text)
     return 0 if any(c.text.strip() for c in result.candidates) else 1
+
+
+def cmd_export_hf(args: argparse.Namespace) -> int:
+    from dgls.model.export_hf import ExportError, export  # heavy: torch
+    from dgls.model.paths import CheckpointError
+
+    model = args.model
+    if model == "dgls-tiny" and not Path(model).exists():
+        from dgls.model import weights_dir
+
+        model = weights_dir() / "dgls-tiny"
+        if not (model / "config.json").exists():
+            raise UsageError("dgls-tiny is not shipped yet; give a checkpoint directory")
+    try:
+        done = export(model, args.out, dtype=args.dtype, force=args.force)
+    except (CheckpointError, ExportError) as e:
+        raise UsageError(str(e)) from None
+    except OSError as e:
+        raise UsageError(f"cannot write {args.out}: {e.strerror or e}") from None
+    for warning in done.warnings:
+        print(f"dgls: warning: {warning}", file=sys.stderr)
+    print(done.path)
+    return 0
 
 
 def tcp_address(arg: str) -> tuple[str, int]:
@@ -259,6 +283,13 @@ def build_parser() -> argparse.ArgumentParser:
     infill.add_argument("--max-steps", type=int, default=None, help="most denoising steps (default: the model's)")
     add_model_options(infill)
     infill.set_defaults(run=cmd_infill)
+    exp = sub.add_parser("export-hf", help="write a model as a Hugging Face DiffusionGemma checkpoint (transformers, vLLM)")
+    exp.add_argument("model", metavar="MODEL", help="checkpoint directory, local HF cache id, or dgls-tiny")
+    exp.add_argument("out", metavar="OUT", help="directory to write (new or empty)")
+    exp.add_argument("--dtype", default="source", choices=["source", "float32", "bfloat16", "float16"],
+                     help="weight dtype (default: the model's own)")
+    exp.add_argument("--force", action="store_true", help="OUT may hold files; replace the checkpoint files in it")
+    exp.set_defaults(run=cmd_export_hf)
     serve = sub.add_parser("serve", help="run the language server (stdio, or TCP on loopback)")
     serve.add_argument("--tcp", metavar="[HOST:]PORT", help="listen on TCP instead of stdio (host defaults to 127.0.0.1)")
     serve.set_defaults(run=cmd_serve)

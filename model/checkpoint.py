@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .config import ModelConfig
+from .config import VISION_PLACEHOLDER, ModelConfig
 
 DECODER = "model.decoder."
 ENCODER = "model.encoder.language_model."
@@ -68,6 +68,36 @@ def layout(cfg: ModelConfig) -> dict[str, Entry]:
         table[f"layers.{i}.decoder_scalar"] = Entry((p + "layer_scalar",), ((1,),), optional=True)
         table[f"layers.{i}.encoder_scalar"] = Entry((f"{ENCODER}layers.{i}.layer_scalar",), ((1,),), optional=True)
     return table
+
+
+def vision_placeholder(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of every tensor of config.VISION_PLACEHOLDER's tower and its projection into
+    the text model: what transformers and vLLM expect in a checkpoint, though dgls never runs it."""
+    v = VISION_PLACEHOLDER
+    D, I, P = v["hidden_size"], v["intermediate_size"], v["patch_size"]
+    H, Hkv, Dh = v["num_attention_heads"], v["num_key_value_heads"], v["head_dim"]
+    tower = "model.encoder.vision_tower."
+    shapes = {
+        tower + "patch_embedder.input_proj.weight": (D, 3 * P * P),
+        tower + "patch_embedder.position_embedding_table": (2, v["position_embedding_size"], D),
+        "model.encoder.embed_vision.embedding_projection.weight": (cfg.hidden_size, D),
+    }
+    for i in range(v["num_hidden_layers"]):
+        p = f"{tower}encoder.layers.{i}."
+        shapes |= {
+            p + "self_attn.q_proj.linear.weight": (H * Dh, D),
+            p + "self_attn.k_proj.linear.weight": (Hkv * Dh, D),
+            p + "self_attn.v_proj.linear.weight": (Hkv * Dh, D),
+            p + "self_attn.o_proj.linear.weight": (D, H * Dh),
+            p + "self_attn.q_norm.weight": (Dh,),
+            p + "self_attn.k_norm.weight": (Dh,),
+            p + "mlp.gate_proj.linear.weight": (I, D),
+            p + "mlp.up_proj.linear.weight": (I, D),
+            p + "mlp.down_proj.linear.weight": (D, I),
+        } | {p + f"{norm}.weight": (D,) for norm in (
+            "input_layernorm", "post_attention_layernorm", "pre_feedforward_layernorm", "post_feedforward_layernorm")}
+    assert all(name.startswith(IGNORED_PREFIXES) for name in shapes)  # dgls skips them on load
+    return shapes
 
 
 def aliases(name: str) -> tuple[str, ...]:

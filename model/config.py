@@ -331,6 +331,7 @@ def to_hf_config(cfg: ModelConfig) -> dict:
         "attention_bias": False,
         "tie_word_embeddings": True,
         "use_bidirectional_attention": None,
+        **_gemma4_geometry(cfg),
     }
     return {
         "architectures": ["DiffusionGemmaForBlockDiffusion"],
@@ -338,11 +339,41 @@ def to_hf_config(cfg: ModelConfig) -> dict:
         "canvas_length": cfg.canvas_length,
         "tie_word_embeddings": True,
         "text_config": text,
-        # The smallest vision tower transformers accepts; dgls is text-only and writes no vision weights.
-        "vision_config": {
-            "model_type": "gemma4_vision", "hidden_size": 16, "intermediate_size": 32,
-            "num_hidden_layers": 1, "num_attention_heads": 1, "num_key_value_heads": 1, "head_dim": 16,
-        },
+        "vision_config": dict(VISION_PLACEHOLDER),
+    }
+
+
+# The smallest vision tower transformers accepts. dgls is text-only: `dgls export-hf` fills it
+# with zeros (checkpoint.vision_placeholder) because transformers and vLLM expect its weights.
+VISION_PLACEHOLDER = {
+    "model_type": "gemma4_vision", "hidden_size": 16, "intermediate_size": 32,
+    "num_hidden_layers": 1, "num_attention_heads": 1, "num_key_value_heads": 1, "head_dim": 16,
+    "patch_size": 16, "position_embedding_size": 10_240,
+}
+
+
+def uniform_geometry(cfg: ModelConfig) -> tuple[LayerSpec | None, LayerSpec] | None:
+    """(sliding, global) layer geometry when every layer of each kind shares one, else None."""
+    kinds = {kind: {(layer.head_dim, layer.kv_heads) for layer in cfg.layers if layer.sliding == kind}
+             for kind in (True, False)}
+    if len(kinds[True]) > 1 or len(kinds[False]) != 1:
+        return None
+    pick = {kind: next((layer for layer in cfg.layers if layer.sliding == kind), None) for kind in (True, False)}
+    return pick[True], pick[False]
+
+
+def _gemma4_geometry(cfg: ModelConfig) -> dict:
+    """The Gemma 4 names for the global layers' geometry. transformers >= 5.21 reads
+    per_layer_config instead; vLLM 0.33 (pinned to transformers < 5.21) reads only these, and
+    builds no expert block without enable_moe_block."""
+    geometry = uniform_geometry(cfg)
+    if geometry is None:
+        return {}
+    return {
+        "global_head_dim": geometry[1].head_dim,
+        "num_global_key_value_heads": geometry[1].kv_heads,
+        "attention_k_eq_v": True,  # global layers have no v_proj: values are the keys
+        "enable_moe_block": True,
     }
 
 
@@ -364,18 +395,19 @@ def sampler_from_generation_config(raw: dict | None) -> SamplerConfig:
 
 
 def sampler_to_generation_config(s: SamplerConfig) -> dict:
+    # transformers' DiffusionGemmaGenerationConfig type-checks these: floats stay floats in JSON.
     return {
-        "max_denoising_steps": s.max_steps,
-        "sampler_config": {"entropy_bound": s.entropy_bound, "_cls_name": "EntropyBoundSamplerConfig"},
-        "t_min": s.t_min,
-        "t_max": s.t_max,
-        "stability_threshold": s.stability_threshold,
-        "confidence_threshold": s.confidence_threshold,
+        "max_denoising_steps": int(s.max_steps),
+        "sampler_config": {"entropy_bound": float(s.entropy_bound), "_cls_name": "EntropyBoundSamplerConfig"},
+        "t_min": float(s.t_min),
+        "t_max": float(s.t_max),
+        "stability_threshold": int(s.stability_threshold),
+        "confidence_threshold": float(s.confidence_threshold),
     }
 
 
 __all__ = [
     "CANVAS", "CONFIGS", "CanvasLengths", "ConfigError", "LayerSpec", "ModelConfig", "RopeSpec", "SamplerConfig",
-    "from_hf_config", "from_name", "make_config", "sampler_from_generation_config",
-    "sampler_to_generation_config", "to_hf_config",
+    "VISION_PLACEHOLDER", "from_hf_config", "from_name", "make_config", "sampler_from_generation_config",
+    "sampler_to_generation_config", "to_hf_config", "uniform_geometry",
 ]

@@ -233,12 +233,14 @@ def load_network(
     return model.eval(), sampler
 
 
-def save(model: DiffusionGemma, directory: str | Path, sampler: SamplerConfig | None = None) -> Path:
-    """Write `model` as a Hugging Face DiffusionGemma checkpoint (config.json + model.safetensors)."""
+def save(model: DiffusionGemma, directory: str | Path, sampler: SamplerConfig | None = None,
+         extra: dict[str, torch.Tensor] | None = None) -> Path:
+    """Write `model` as a Hugging Face DiffusionGemma checkpoint (config.json + model.safetensors).
+    `extra` tensors are stored beside the model's under their own names."""
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     params = dict(model.named_parameters())
-    tensors = {}
+    tensors = dict(extra or {})
     for param, entry in checkpoint.layout(model.cfg).items():
         rows = [shape[0] for shape in entry.shapes]
         for name, piece in zip(entry.parts, torch.split(params[param].detach(), rows, dim=0)):

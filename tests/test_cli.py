@@ -212,3 +212,46 @@ def test_complete_uses_a_running_worker(fixed_checkpoint, tmp_path):
     finally:
         for key in env:
             os.environ.pop(key, None)
+
+
+# --- dgls export-hf
+
+
+def test_export_hf_writes_a_checkpoint_dgls_loads(random_checkpoint, tmp_path):
+    out = tmp_path / "hf"
+    proc = dgls("export-hf", str(random_checkpoint), str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == str(out)
+    assert "vLLM 0.33 keeps one per layer" in proc.stderr  # random encoder/decoder scalars differ
+    assert json.loads((out / "config.json").read_text())["architectures"] == ["DiffusionGemmaForBlockDiffusion"]
+    proc = dgls("infill", "--model", str(out), "--prefix", "x = ", "--max-steps", "1", "--json")
+    assert proc.returncode in (0, 1), proc.stderr
+
+
+def test_export_hf_force_replaces_only_checkpoint_files(random_checkpoint, tmp_path):
+    out = tmp_path / "hf"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    (out / "model-00001-of-00002.safetensors").write_bytes(b"stale shard")
+    (out / "model.safetensors.index.json").write_text("{}")
+    assert_one_line_error(dgls("export-hf", str(random_checkpoint), str(out)), "is not empty; pass --force")
+    assert dgls("export-hf", str(random_checkpoint), str(out), "--force").returncode == 0
+    assert sorted(p.name for p in out.iterdir()) == [
+        "config.json", "generation_config.json", "model.safetensors", "notes.txt", "tokenizer.json", "tokenizer_config.json"]
+    assert not list(tmp_path.glob(".hf.*"))  # no scratch directory left behind
+
+
+@pytest.mark.parametrize("model,out,fragments", [
+    ("/no/such/dir", "{tmp}/hf", ["neither a directory nor in the local Hugging Face cache"]),
+    ("{ckpt}", "{ckpt}", ["is the model's own directory"]),
+    ("{ckpt}", "{ckpt}/config.json", ["is a file; give a directory"]),
+    ("dgls-tiny", "{tmp}/hf", ["dgls-tiny is not shipped yet"]),
+])
+def test_export_hf_bad_input_is_one_line(random_checkpoint, tmp_path, model, out, fragments):
+    from dgls.model import weights_dir
+
+    if model == "dgls-tiny" and (weights_dir() / "dgls-tiny").exists():
+        pytest.skip("dgls-tiny is shipped")
+    fill = {"tmp": str(tmp_path), "ckpt": str(random_checkpoint)}
+    assert_one_line_error(dgls("export-hf", model.format(**fill), out.format(**fill)), *fragments)
+    assert not (tmp_path / "hf").exists()
