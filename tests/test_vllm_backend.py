@@ -232,3 +232,73 @@ async def test_status_asks_health_and_models(contract, fixed_checkpoint):
         await backend.close()
     info = backend.describe()
     assert info["served"] == ["dgls-test"] and info["partial_on_budget"] is False and "whole" in info["note"]
+
+
+# --- the CLI through the same backend, configured by the user's config file
+
+
+def run_cli(args, config, code="", timeout=120):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "DGLS_CONFIG": str(config)}
+    env.pop("DGLS_VLLM_API_KEY", None)
+    script = ("import sys; from dgls.cli import main; rc = main(sys.argv[1:]); "
+              "assert 'torch' not in sys.modules, 'torch imported'; sys.exit(rc)")
+    return subprocess.run([sys.executable, "-c", script, *args], env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def write_config(path, url, checkpoint, extra=""):
+    path.write_text(f'backend = "vllm"\nremoteUrl = "{url}"\nremoteTokenizer = "{checkpoint}"\n'
+                    f"lineCanvas = {CANVAS}\nblockCanvas = {CANVAS}\nmaxLatencyMs = 30000\n{extra}")
+    return path
+
+
+def test_cli_complete_and_status_use_the_remote_backend_without_torch(contract, fixed_checkpoint, tmp_path):
+    config = write_config(tmp_path / "config.toml", contract.url, fixed_checkpoint)
+    source = tmp_path / "app.py"
+    source.write_text("def f(value):\n    return \n")
+    done = run_cli(["complete", f"{source}:2", "--json", "--n", "2"], config)
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert out["candidates"][0]["text"].startswith(answer_of(fixed_checkpoint)) and out["stop_reason"] == "remote"
+    assert contract.requests[-1]["n"] == 2 and contract.requests[-1]["model"] == "dgls-test"  # listed by the server
+    status = run_cli(["status", "--json"], config)
+    info = json.loads(status.stdout)
+    assert status.returncode == 0 and info["state"] == "ready" and info["backend"]["served"] == ["dgls-test"]
+    assert info["backend"]["partial_on_budget"] is False
+    refused = run_cli(["complete", f"{source}:2", "--seed", "1"], config)
+    assert refused.returncode == 2 and "vLLM refuses seeds" in refused.stderr
+
+
+def test_cli_status_of_a_dead_server_and_bad_config(fixed_checkpoint, tmp_path):
+    config = write_config(tmp_path / "config.toml", f"http://127.0.0.1:{free_port()}", fixed_checkpoint,
+                          'debounceMs = "soon"\n')
+    done = run_cli(["status"], config)
+    assert done.returncode == 1
+    assert "debounceMs='soon' ignored" in done.stderr and "cannot reach the vLLM server" in done.stdout
+    assert "Traceback" not in done.stderr
+    bad = run_cli(["status", "--url", "ftp://x"], config)
+    assert bad.returncode == 2 and "http:// or https://" in bad.stderr
+    (tmp_path / "broken.toml").write_text("backend = \n")
+    broken = run_cli(["status", "--backend", "vllm", "--url", "http://127.0.0.1:9"], tmp_path / "broken.toml")
+    assert "broken.toml ignored" in broken.stderr and broken.returncode == 1
+
+
+def test_remote_settings_are_checked_like_the_others(tmp_path):
+    from dgls.options import from_config_file, from_settings
+
+    options, problems = from_settings({"backend": "vllm", "remoteUrl": "https://gpu:8000", "remoteFallback": True,
+                                       "remoteLineSteps": 8})
+    assert (options.backend, options.remote_url, options.remote_fallback, options.remote_steps_for("line")) == \
+        ("vllm", "https://gpu:8000", True, 8) and problems == []
+    options, problems = from_settings({"backend": "cloud", "remoteUrl": "gpu:8000", "remoteFallback": "yes",
+                                       "remoteApiKeyEnv": "$(rm -rf)", "remotePrompt": "chatml"})
+    assert options == DEFAULTS and len(problems) == 5
+    config = tmp_path / "c.toml"
+    config.write_text('backend = "vllm"\nremoteUrl = "http://h:1"\n')
+    options, problems = from_config_file(DEFAULTS, config)
+    assert options.backend == "vllm" and problems == []
+    assert from_config_file(DEFAULTS, tmp_path / "missing.toml") == (DEFAULTS, [])
