@@ -9,7 +9,6 @@ sent for the document version it was computed for.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from dataclasses import dataclass, field

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 import pytest
@@ -129,3 +130,30 @@ async def test_fallback_to_the_local_worker_when_the_server_is_down(start, fixed
     result = await inline(client, URI, 1, 11)
     assert result.items and result.items[0].insert_text.startswith(answer)
     assert len(said(client, "using the local worker instead")) == 1
+
+
+async def test_close_and_client_cancel_abort_the_remote_request(start, contract, fixed_checkpoint):
+    client = await start(vscode(), **remote(contract.url, fixed_checkpoint))
+    open_doc(client, URI, "x = \n")
+    assert (await inline(client, URI, 0, 4)).items  # warm
+    contract.delay_s = 5.0
+    other = "file:///project/c.py"
+    open_doc(client, other, "def f(value):\n    return \n")  # not in the suggestion cache
+    pending = asyncio.ensure_future(inline(client, other, 1, 11))
+    assert await asyncio.to_thread(contract.wait_for, lambda: len(contract.requests) >= 2, 5)
+    client.text_document_did_close(t.DidCloseTextDocumentParams(text_document=t.TextDocumentIdentifier(uri=other)))
+    assert await asyncio.wait_for(pending, 3) is None
+    assert await asyncio.to_thread(contract.wait_for, lambda: len(contract.aborted) == 1, 5)
+    # $/cancelRequest, what editors send when the user moves on
+    open_doc(client, "file:///project/b.py", "class A:\n    y = \n")
+    params = t.InlineCompletionParams(
+        text_document=t.TextDocumentIdentifier(uri="file:///project/b.py"), position=t.Position(1, 8),
+        context=t.InlineCompletionContext(trigger_kind=t.InlineCompletionTriggerKind.Invoked))
+    request = asyncio.ensure_future(
+        client.protocol.send_request_async(t.TEXT_DOCUMENT_INLINE_COMPLETION, params, msg_id="remote-1"))
+    assert await asyncio.to_thread(contract.wait_for, lambda: len(contract.requests) >= 3, 5)
+    client.protocol.notify("$/cancelRequest", t.CancelParams(id="remote-1"))
+    assert await asyncio.to_thread(contract.wait_for, lambda: len(contract.aborted) == 2, 5)
+    assert len(contract.completed) == 1
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(request, 5)
