@@ -49,8 +49,8 @@ class Options:
                        choices=BACKENDS)
     remote_url: str | None = opt(None, "base URL of the vLLM server, e.g. `https://gpu.example.com:8000`")
     remote_model: str | None = opt(None, "the served model name; unset: the first one the server lists")
-    remote_api_key_env: str = opt("DGLS_VLLM_API_KEY", "environment variable holding the API key (sent as a "
-                                  "Bearer token; never read from the workspace)")
+    remote_api_key_env: str = opt("DGLS_VLLM_API_KEY", "environment variable (named `DGLS_…`) holding the API key, "
+                                  "sent as a Bearer token; the key itself is never a setting")
     remote_connect_timeout_s: float = opt(2.0, "seconds to open a connection to the vLLM server")
     remote_read_timeout_s: float = opt(10.0, "seconds to wait for a health or model-list answer; a suggestion "
                                        "waits at most its latency budget")
@@ -102,9 +102,11 @@ def _check(name: str, value, default):
             return value
         raise ValueError(f"expected {' or '.join(choices)}")
     if name == "remote_api_key_env":
-        if isinstance(value, str) and value.replace("_", "").isalnum():
+        # Only DGLS_* variables: settings can come from a workspace, which must not be able
+        # to send another secret of the environment (a cloud key) to a URL it names.
+        if isinstance(value, str) and value.startswith("DGLS_") and value.replace("_", "").isalnum():
             return value
-        raise ValueError("expected the name of an environment variable")
+        raise ValueError("expected the name of an environment variable starting with DGLS_")
     if isinstance(default, bool):
         if isinstance(value, bool):
             return value

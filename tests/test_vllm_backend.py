@@ -297,6 +297,9 @@ def test_remote_settings_are_checked_like_the_others(tmp_path):
     options, problems = from_settings({"backend": "cloud", "remoteUrl": "gpu:8000", "remoteFallback": "yes",
                                        "remoteApiKeyEnv": "$(rm -rf)", "remotePrompt": "chatml"})
     assert options == DEFAULTS and len(problems) == 5
+    # A workspace's settings cannot make dgls send another secret of the environment.
+    options, problems = from_settings({"remoteApiKeyEnv": "AWS_SECRET_ACCESS_KEY"})
+    assert options == DEFAULTS and "starting with DGLS_" in problems[0]
     config = tmp_path / "c.toml"
     config.write_text('backend = "vllm"\nremoteUrl = "http://h:1"\n')
     options, problems = from_config_file(DEFAULTS, config)
