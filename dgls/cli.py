@@ -1,8 +1,9 @@
 """The `dgls` command.
 
-    dgls complete FILE:LINE[:COL] [--json] [--n N] [--max-ms MS] [--mode auto|line|block]
+    dgls complete FILE:LINE[:COL] [--json] [--n N] [--max-ms MS] [--mode auto|line|block] [--backend local|vllm]
     dgls infill --prefix TEXT [--suffix TEXT] [--model PATH] [--n N] [--json]
     dgls export-hf MODEL OUT [--dtype source|float32|bfloat16|float16] [--force]
+    dgls status [--backend local|vllm] [--url URL] [--json]
 
 The editor-facing commands must start fast, so this module imports nothing heavy at the top:
 torch and the model load only inside the commands that run the model.
@@ -16,10 +17,23 @@ import re
 import sys
 from pathlib import Path
 
-from .options import DEFAULTS, MODEL_ENV, Options, model_path
+from .options import BACKENDS, DEFAULTS, MODEL_ENV, Options, from_config_file, from_settings, model_path
 
 class UsageError(Exception):
     """Bad input from the user: printed as one line, exit status 2."""
+
+
+def cli_options(args: argparse.Namespace) -> Options:
+    """The config file's options with the command line's backend flags over them."""
+    options, problems = from_config_file()
+    for problem in problems:
+        print(f"dgls: warning: {problem}", file=sys.stderr)
+    flags = {"backend": args.backend, "remoteUrl": args.url, "remoteModel": args.remote_model,
+             "remoteTokenizer": args.remote_tokenizer, "model": args.model}
+    options, problems = from_settings({k: v for k, v in flags.items() if v is not None}, options)
+    if problems:
+        raise UsageError(problems[0].replace("setting ", "flag for ", 1))
+    return options
 
 
 def chosen_model(args: argparse.Namespace) -> str:
@@ -171,14 +185,22 @@ def cmd_complete(args: argparse.Namespace) -> int:
     if hole.kind == NONE:  # decided before loading a model
         print(f"dgls: no suggestion: {hole.reason}", file=sys.stderr)
         return 1
-    backend = running_worker(args) or load_engine(args)
+    options = cli_options(args)
+    from .backends import BackendError
     from .model.api import EngineError
     from .worker_client import WorkerError, WorkerUnavailable
 
     try:
-        result = complete(backend, text, offset, language, path=path, mode=args.mode, n=args.n,
-                          budget_ms=args.max_ms, seed=args.seed)
-    except (EngineError, WorkerError, WorkerUnavailable) as e:
+        if options.backend == "vllm":
+            if args.seed is not None:
+                raise UsageError("--seed cannot be used with the vllm backend: vLLM refuses seeds for diffusion models")
+            result = complete_remote(options, text, offset, language, path=path, mode=args.mode, n=args.n,
+                                     budget_ms=args.max_ms)
+        else:
+            backend = running_worker(args) or load_engine(args)
+            result = complete(backend, text, offset, language, path=path, options=options, mode=args.mode, n=args.n,
+                              budget_ms=args.max_ms, seed=args.seed)
+    except (EngineError, WorkerError, WorkerUnavailable, BackendError) as e:
         raise UsageError(str(e)) from None
 
     def pos(offset: int) -> dict:
@@ -199,6 +221,76 @@ def cmd_complete(args: argparse.Namespace) -> int:
     elif result.suggestions:
         print(result.suggestions[0].text)
     return 0 if result.suggestions else 1
+
+
+def complete_remote(options: Options, text: str, offset: int, language, *, path: str, mode: str, n: int | None,
+                    budget_ms: float | None):
+    """The completion path through the remote backend, the same code the server runs."""
+    import asyncio
+    import types
+
+    from .backends import make_backend
+    from .complete import finish, prepare
+
+    backend = make_backend(options)
+    prep = prepare(text, offset, language, backend.count_tokens, path=path, options=options, mode=mode,
+                   budget_ms=budget_ms)
+    if prep.request is None:
+        return finish(prep, None)
+
+    async def run():
+        try:
+            inflight = types.SimpleNamespace(cancelled=asyncio.Event(), stop=None)
+            return await backend.infill(prep, n or options.candidates_invoked, inflight)
+        finally:
+            await backend.close()
+
+    return finish(prep, asyncio.run(run()))
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """The configured backend's state: the local worker, or the remote server's /health and
+    /v1/models."""
+    import asyncio
+
+    from .backends import BackendError, make_backend
+    from .service import Status
+
+    options = cli_options(args)
+    status = Status()
+    try:
+        backend = make_backend(options)
+    except BackendError as e:
+        raise UsageError(str(e)) from None
+
+    async def run():
+        try:
+            if backend.kind == "local":
+                from .worker_client import is_running
+
+                if not is_running(backend.spec):
+                    status.state, status.message = "not running", "no worker runs; the first request starts one"
+                    return
+                backend.client.spawn = False
+            await backend.refresh(status)
+        finally:
+            await backend.close()
+
+    asyncio.run(run())
+    status.model = status.model or backend.model
+    status.backend = backend.describe()
+    info = {k: v for k, v in status.as_dict().items() if k not in ("served", "cache_hits", "last_latency_ms")}
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        for key, value in info.items():
+            if key == "backend":
+                for k, v in value.items():
+                    if v is not None:
+                        print(f"{k}: {', '.join(v) if isinstance(v, list) else v}")
+            elif value is not None:
+                print(f"{key}: {value}")
+    return 0 if status.state in ("ready", "not running") else 1
 
 
 def load_engine(args: argparse.Namespace):
@@ -260,6 +352,15 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print all candidates with statistics as JSON")
 
 
+def add_backend_options(p: argparse.ArgumentParser) -> None:
+    """Flags over the config file's backend settings (defaults: dgls/options.py)."""
+    p.add_argument("--backend", choices=BACKENDS, default=None,
+                   help=f"where the model runs (default: the config file's, else {DEFAULTS.backend})")
+    p.add_argument("--url", default=None, help="the vLLM server's base URL (remoteUrl)")
+    p.add_argument("--remote-model", default=None, help="the served model name (remoteModel)")
+    p.add_argument("--remote-tokenizer", default=None, help="local tokenizer of the served model (remoteTokenizer)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="dgls", description="Code infill with a text-diffusion MoE model.")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -271,6 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help=f"latency budget in ms (default {DEFAULTS.line_budget_ms} line, {DEFAULTS.block_budget_ms} block)")
     comp.add_argument("--mode", default="auto", choices=["auto", "line", "block"], help="hole kind (default: detect)")
     add_model_options(comp)
+    add_backend_options(comp)
     comp.set_defaults(run=cmd_complete)
     infill = sub.add_parser("infill", help="fill the middle between a prefix and a suffix")
     infill.add_argument("--prefix", help="text before the hole")
@@ -290,6 +392,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="weight dtype (default: the model's own)")
     exp.add_argument("--force", action="store_true", help="OUT may hold files; replace the checkpoint files in it")
     exp.set_defaults(run=cmd_export_hf)
+    status = sub.add_parser("status", help="the configured backend's state (the worker, or the vLLM server's health)")
+    status.add_argument("--model", help=f"checkpoint directory or local HF cache id (default: ${MODEL_ENV} or dgls-tiny)")
+    status.add_argument("--json", action="store_true", help="print the status as JSON")
+    add_backend_options(status)
+    status.set_defaults(run=cmd_status, dtype="auto", device=None)
     serve = sub.add_parser("serve", help="run the language server (stdio, or TCP on loopback)")
     serve.add_argument("--tcp", metavar="[HOST:]PORT", help="listen on TCP instead of stdio (host defaults to 127.0.0.1)")
     serve.set_defaults(run=cmd_serve)

@@ -10,13 +10,18 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import tomllib
 from dataclasses import dataclass, fields
+from pathlib import Path
 
 from .model.config import CANVAS  # no torch there
 from .model.dataclass_args import opt  # the one field-with-help helper
 
 MODEL_ENV = "DGLS_MODEL"
+CONFIG_ENV = "DGLS_CONFIG"  # the config file; unset: $XDG_CONFIG_HOME/dgls/config.toml
 LANGUAGES = ("python", "javascript", "typescript", "tsx", "go", "rust")
+BACKENDS = ("local", "vllm")
+PROMPT_FORMATS = ("auto", "gemma-chat", "fim")
 
 
 @dataclass(frozen=True)
@@ -39,12 +44,33 @@ class Options:
     cache_entries: int = opt(250, "exact suggestion cache size (LRU)")
     cache_ttl_s: float = opt(300.0, "exact suggestion cache lifetime")
     worker_idle_s: float = opt(600.0, "the worker exits after this long without requests")
+    # A remote vLLM (>= 0.33) serving DiffusionGemma instead of the local worker (docs/remote-vllm.md).
+    backend: str = opt("local", "`local` (the worker on this machine) or `vllm` (a vLLM server at `remoteUrl`)",
+                       choices=BACKENDS)
+    remote_url: str | None = opt(None, "base URL of the vLLM server, e.g. `https://gpu.example.com:8000`")
+    remote_model: str | None = opt(None, "the served model name; unset: the first one the server lists")
+    remote_api_key_env: str = opt("DGLS_VLLM_API_KEY", "environment variable (named `DGLS_…`) holding the API key, "
+                                  "sent as a Bearer token; the key itself is never a setting")
+    remote_connect_timeout_s: float = opt(2.0, "seconds to open a connection to the vLLM server")
+    remote_read_timeout_s: float = opt(10.0, "seconds to wait for a health or model-list answer; a suggestion "
+                                       "waits at most its latency budget")
+    remote_tokenizer: str | None = opt(None, "local tokenizer.json (or checkpoint directory) of the served model: "
+                                       "windows are counted in its tokens and the prompt is sent as token ids; "
+                                       "unset: 3 characters per token and a text prompt")
+    remote_prompt: str = opt("auto", "infill prompt for the remote model: `auto` (from `remoteTokenizer`, else "
+                             "`gemma-chat`), `gemma-chat` (DiffusionGemma) or `fim`", choices=PROMPT_FORMATS)
+    remote_line_steps: int = opt(16, "most denoising steps the server runs for a line hole (`diffusion_max_steps`)")
+    remote_block_steps: int = opt(48, "most denoising steps for a block hole")
+    remote_fallback: bool = opt(False, "when the vLLM server is unreachable or failing, use the local worker")
 
     def canvas_for(self, kind: str) -> int:
         return self.block_canvas if kind == "block" else self.line_canvas
 
     def budget_for(self, kind: str) -> int:
         return self.block_budget_ms if kind == "block" else self.line_budget_ms
+
+    def remote_steps_for(self, kind: str) -> int:
+        return self.remote_block_steps if kind == "block" else self.remote_line_steps
 
 
 DEFAULTS = Options()
@@ -56,15 +82,35 @@ def _camel(name: str) -> str:
 
 
 _BY_CAMEL = {_camel(f.name): f for f in fields(Options)}
+_FIELDS = {f.name: f for f in fields(Options)}
 _POSITIVE = {"debounce_ms", "cache_entries"}  # may be 0; the rest of the numbers must be > 0
 
 
 def _check(name: str, value, default):
     """The value converted to the field's type, or raise ValueError with the reason."""
-    if name in ("model", "device"):
+    if name == "remote_url":
+        if value is None or (isinstance(value, str) and value.startswith(("http://", "https://"))):
+            return value
+        raise ValueError("expected an http:// or https:// URL or null")
+    if name in ("model", "device", "remote_model", "remote_tokenizer"):
         if value is None or (isinstance(value, str) and value.strip()):
             return value
         raise ValueError("expected a non-empty string or null")
+    choices = _FIELDS[name].metadata.get("choices")
+    if choices:
+        if value in choices:
+            return value
+        raise ValueError(f"expected {' or '.join(choices)}")
+    if name == "remote_api_key_env":
+        # Only DGLS_* variables: settings can come from a workspace, which must not be able
+        # to send another secret of the environment (a cloud key) to a URL it names.
+        if isinstance(value, str) and value.startswith("DGLS_") and value.replace("_", "").isalnum():
+            return value
+        raise ValueError("expected the name of an environment variable starting with DGLS_")
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+        raise ValueError("expected true or false")
     if name == "dtype":
         if value in ("auto", "float32", "bfloat16", "float16"):
             return value
@@ -129,3 +175,25 @@ def settings_doc() -> str:
         rows.append(f"| `{_camel(f.name)}` | `{shown}` | {f.metadata['help']} |")
     rows.append("| `maxLatencyMs` | | sets `lineBudgetMs` and `blockBudgetMs` together |")
     return "\n".join(rows)
+
+
+def config_path() -> Path:
+    if os.environ.get(CONFIG_ENV):
+        return Path(os.environ[CONFIG_ENV])
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "dgls" / "config.toml"
+
+
+def from_config_file(base: Options = DEFAULTS, path: Path | None = None) -> tuple[Options, list[str]]:
+    """Options from the user's config file (TOML, the same camelCase keys as the editor
+    settings), and one message per problem. It lives in the user's config directory, never
+    in a workspace; a missing file is no problem."""
+    path = path or config_path()
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return base, []
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        return base, [f"config file {path} ignored: {e}"]
+    options, problems = from_settings(data, base)
+    return options, [f"{path}: {p}" for p in problems]

@@ -2,7 +2,7 @@
 
 Ghost text through `textDocument/inlineCompletion` (LSP 3.18), and one completion item
 through `textDocument/completion` for editors without it. Never imports torch: the model
-lives in the worker.
+lives in the worker, or on a remote vLLM server (dgls/backends/).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pygls.lsp.server import LanguageServer
 
 from . import __version__
 from .documents import from_offset
-from .options import from_settings
+from .options import from_config_file, from_settings
 from .service import State, Suggestions, cancel_document, language_of, suggest, warm_up
 
 log = logging.getLogger(__name__)
@@ -61,6 +61,11 @@ def initialize(ls: DglsServer, params: t.InitializeParams) -> None:
     # pygls hands back either the enum (its default) or the client's string; str() of the
     # enum would be "PositionEncodingKind.Utf16", so take the value.
     ls.state.encoding = getattr(chosen, "value", chosen)
+    # The user's config file first; the editor's initializationOptions over it.
+    options, problems = from_config_file(ls.state.options)
+    for problem in problems:
+        ls.warn(problem)
+    ls.state.configure(options)
     apply_settings(ls, params.initialization_options)
 
 
@@ -174,7 +179,12 @@ def _lang(doc) -> str:
 
 
 @server.command(STATUS_COMMAND)
-def status(ls: DglsServer, *args) -> dict:
+async def status(ls: DglsServer, *args) -> dict:
+    backend = ls.state.backend
+    if backend is not None:
+        if backend.kind == "vllm":  # asked now: GET /health and /v1/models
+            await backend.refresh(ls.state.status)
+        ls.state.status.backend = backend.describe()
     return {**ls.state.status.as_dict(), "encoding": ls.state.encoding,
             "cache_entries": len(ls.state.exact), "options": {"debounce_ms": ls.state.options.debounce_ms,
                                                              "line_budget_ms": ls.state.options.line_budget_ms,

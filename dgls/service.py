@@ -1,61 +1,34 @@
 """What the language server does for one suggestion request, as plain async functions.
 
 Per document the latest request wins: a newer request, a change or a close cancels the older
-one, in the worker too (it stops at the next denoising step). Automatic requests wait out a
-debounce first. A reply is only sent for the document version it was computed for.
+one, in the backend too (the worker stops at the next denoising step; a remote vLLM request
+is closed, which aborts it). Automatic requests wait out a debounce first. A reply is only
+sent for the document version it was computed for.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 
+from .backends import BackendError, BackendUnavailable, NoModel, backend_key, make_backend
+from .backends.local import LocalBackend
 from .cache import ExactCache, TypedThrough
 from .complete import Completion, Prepared, finish, prepare
 from .documents import DocumentStore, TextDocument, to_offset
 from .hole import NONE, Document, classify
 from .languages import BY_EXTENSION, BY_NAME, Language
 from .model.api import InfillResult
-from .options import DEFAULTS, Options, model_path
+from .options import DEFAULTS, Options
 from .rank import Candidate
-from .worker_client import WorkerClient, WorkerError, WorkerSpec, WorkerUnavailable, result_from_wire, unwrap
 
 log = logging.getLogger(__name__)
 
 
-class NoModel(RuntimeError):
-    pass
-
-
-class Backend:
-    """The worker for the configured model, and the model's tokenizer for prompt windows
-    (loaded here without torch: windows are cut in the server)."""
-
-    def __init__(self, options: Options):
-        spec = self.spec_for(options)
-        if spec is None:
-            raise NoModel("no model configured: set dgls's `model` option or $DGLS_MODEL")
-        self.model = spec.model
-        self.spec = spec
-        self.client = WorkerClient(self.spec)
-        self._tokenizer = None
-
-    @staticmethod
-    def spec_for(options: Options) -> WorkerSpec | None:
-        model = model_path(options)
-        return None if model is None else WorkerSpec(model, options.device, options.dtype, options.worker_idle_s)
-
-    def count_tokens(self, text: str) -> int:
-        if self._tokenizer is None:
-            from .model.paths import resolve
-            from .model.tokenizer import Tokenizer
-
-            self._tokenizer = Tokenizer.from_file(Path(resolve(self.model)) / "tokenizer.json")
-        return len(self._tokenizer.encode(text))
+Backend = LocalBackend  # the local worker backend, by its old name here
 
 
 @dataclass
@@ -63,13 +36,12 @@ class Inflight:
     uri: str
     version: int
     cancelled: asyncio.Event = field(default_factory=asyncio.Event)
-    worker_request: int | None = None
-    client: WorkerClient | None = None
+    stop: Callable[[], Awaitable] | None = None  # set by a backend that must be told (the worker)
 
     async def cancel(self) -> None:
         self.cancelled.set()
-        if self.worker_request is not None and self.client is not None:
-            await self.client.cancel(self.worker_request)
+        if self.stop is not None:
+            await self.stop()
 
 
 @dataclass
@@ -82,6 +54,7 @@ class Status:
     served: int = 0
     cache_hits: int = 0
     message: str | None = None
+    backend: dict = field(default_factory=lambda: {"kind": "local"})
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -96,25 +69,35 @@ class State:
     exact: ExactCache = field(default_factory=lambda: ExactCache(DEFAULTS.cache_entries, DEFAULTS.cache_ttl_s))
     typed: TypedThrough = field(default_factory=TypedThrough)
     inflight: dict[str, Inflight] = field(default_factory=dict)
-    backend: Backend | None = None
+    backend: object | None = None  # LocalBackend | VllmBackend
+    fallback: LocalBackend | None = None  # the local worker, when a remote one is down (remoteFallback)
     status: Status = field(default_factory=Status)
     encoding: str = "utf-16"
     warned: set[str] = field(default_factory=set)
 
     def configure(self, options: Options) -> None:
-        if self.backend is not None and Backend.spec_for(options) != self.backend.spec:
-            # Another model, device or dtype: the next request reaches its own worker. Closing
-            # our connection lets the old worker go idle and exit.
-            asyncio.ensure_future(self.backend.client.close())
+        if self.backend is not None and backend_key(options) != backend_key(self.options):
+            # Another backend, model, device or dtype: the next request reaches its own. Closing
+            # our connection lets an old worker go idle and exit.
+            asyncio.ensure_future(self.backend.close())
             self.backend = None
+        if self.fallback is not None and LocalBackend.key_for(options) != LocalBackend.key_for(self.options):
+            asyncio.ensure_future(self.fallback.close())
+            self.fallback = None
         self.options = options
         self.exact = ExactCache(options.cache_entries, options.cache_ttl_s)
 
-    def get_backend(self) -> Backend:
+    def get_backend(self):
         if self.backend is None:
-            self.backend = Backend(self.options)
+            self.backend = make_backend(self.options)
             self.status.model = self.backend.model
+            self.status.backend = self.backend.describe()
         return self.backend
+
+    def get_fallback(self) -> LocalBackend:
+        if self.fallback is None:
+            self.fallback = LocalBackend(self.options)
+        return self.fallback
 
 
 def language_of(doc: TextDocument) -> Language | None:
@@ -197,7 +180,7 @@ async def _suggest(state: State, doc: TextDocument, me: Inflight, line: int, cha
     if prep.request is None:
         return None
     n = options.candidates_automatic if automatic else options.candidates_invoked
-    key = (backend.model, prep.request, prep.canvas_length, n, prep.hole.kind)
+    key = (backend.kind, backend.model, prep.request, prep.canvas_length, n, prep.hole.kind)
     cached = state.exact.get(key)
     if cached is not None:
         state.status.cache_hits += 1
@@ -213,40 +196,43 @@ async def _suggest(state: State, doc: TextDocument, me: Inflight, line: int, cha
     return _shape(state, doc.uri, text, offset, completion, None)
 
 
-async def _run(state: State, backend: Backend, prep: Prepared, n: int, me: Inflight, warn) -> InfillResult | None:
+async def _run(state: State, backend, prep: Prepared, n: int, me: Inflight, warn) -> InfillResult | None:
     try:
-        rid, reply = await backend.client.infill(prep.request, n=n, canvas_length=prep.canvas_length,
-                                                 budget_ms=prep.budget_ms, seed=None)
-        me.worker_request, me.client = rid, backend.client
-        if me.cancelled.is_set():  # superseded while the request was being sent
-            await backend.client.cancel(rid)
-        data = unwrap(await reply)
-        result = None if data is None else result_from_wire(data)
-    except TypeError as e:  # a reply of another shape (a worker of another dgls version)
-        warn(f"no suggestion: unexpected reply from the worker ({e})")
-        return None
-    except WorkerUnavailable as e:
+        result = await backend.infill(prep, n, me)
+    except BackendUnavailable as e:
         state.status.state, state.status.message = "unavailable", str(e)
-        warn(f"no suggestion: {e}")
-        return None
-    except WorkerError as e:
-        warn(f"no suggestion: {e}")
-        with contextlib.suppress(WorkerUnavailable, WorkerError):
-            await refresh_status(state, backend)  # e.g. the model failed to load
+        if backend.kind == "local" or not state.options.remote_fallback:
+            warn(_said(backend, e))
+            return None
+        warn(f"{e}; using the local worker instead (remoteFallback)")
+        return await _run_fallback(state, prep, n, me, warn)
+    except BackendError as e:
+        warn(_said(backend, e))
+        if backend.kind == "local":
+            await backend.refresh(state.status)  # e.g. the model failed to load
         state.status.message = str(e)
         return None
     if state.status.state != "ready":  # first answer, or the first from a restarted worker
-        with contextlib.suppress(WorkerUnavailable, WorkerError):
-            await refresh_status(state, backend)
+        await backend.refresh(state.status)
     return result
 
 
-async def refresh_status(state: State, backend: Backend) -> None:
-    health = await backend.client.request("health")
-    info = await backend.client.request("info")
-    state.status.state = health["state"] if health["state"] != "failed" else "unavailable"
-    state.status.message = health["error"]
-    state.status.device, state.status.worker_pid = info.get("device"), health["pid"]
+def _said(backend, error: BackendError) -> str:
+    """The log line for a failed request: a remote server's errors are worded the same at
+    start-up and per request, so the editor's log shows each once."""
+    return f"no suggestion: {error}" if backend.kind == "local" else str(error)
+
+
+async def _run_fallback(state: State, prep: Prepared, n: int, me: Inflight, warn) -> InfillResult | None:
+    try:
+        return await state.get_fallback().infill(prep, n, me)
+    except BackendError as e:  # NoModel included
+        warn(f"no suggestion from the local fallback either: {e}")
+        return None
+
+
+async def refresh_status(state: State, backend) -> None:
+    await backend.refresh(state.status)
 
 
 def _shape(state: State, uri: str, text: str, offset: int, completion: Completion, source: str | None,
@@ -269,30 +255,13 @@ def _display_path(uri: str) -> str:
 
 
 async def warm_up(state: State, progress) -> None:
-    """Start (or reach) the worker and follow its model load, reporting progress."""
+    """Reach the backend at start-up: start the worker and follow its model load, or ask a
+    remote server for its health and models, reporting progress."""
     try:
         backend = state.get_backend()
     except NoModel as e:
         state.status.state = "no model"
         progress.fail(str(e))
         return
-    try:
-        await backend.client.connect()
-        progress.begin(f"Loading {Path(backend.model).name}")
-        while True:
-            health = await backend.client.request("health")
-            if health["state"] == "loading":
-                state.status.state = "loading"
-                done, total = health["progress"]
-                progress.report(done, total)
-                await asyncio.sleep(0.2)
-                continue
-            break
-        await refresh_status(state, backend)
-        if health["state"] == "failed":
-            progress.fail(health["error"])
-            return
-        progress.end(f"{Path(backend.model).name} ready on {state.status.device}")
-    except (WorkerUnavailable, WorkerError, KeyError, TypeError) as e:
-        state.status.state, state.status.message = "unavailable", str(e)
-        progress.fail(str(e))
+    await backend.warm_up(state.status, progress)
+    state.status.backend = backend.describe()

@@ -58,10 +58,24 @@ class Engine:
     ) -> InfillResult:
         """n candidate middles. The loop stops early, keeping the best canvases so far, when
         `budget_ms` (counted from this call) runs out or `on_step` returns True."""
+        return self.infill_ids(self.prompt_ids(req), n=n, canvas_length=canvas_length, max_steps=max_steps,
+                               seed=seed, budget_ms=budget_ms, on_step=on_step)
+
+    def infill_ids(
+        self,
+        ids: list[int],
+        *,
+        n: int = 1,
+        canvas_length: int | None = None,
+        max_steps: int | None = None,
+        seed: int | None = None,
+        budget_ms: float | None = None,
+        on_step: Callable[[StepState], bool] | None = None,
+    ) -> InfillResult:
+        """`infill` for a prompt already in token ids (e.g. one a server received)."""
         if n < 1:
             raise EngineError(f"n must be at least 1, got {n}")
         L = canvas_length or self.cfg.canvas_length
-        ids = self.prompt_ids(req)
         if len(ids) + L > self.cfg.max_position_embeddings:
             raise EngineError(
                 f"prompt of {len(ids)} tokens + canvas of {L} exceeds the model's "

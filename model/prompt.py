@@ -19,31 +19,51 @@ CHAT_TOKENS = ("<|turn>", "<turn|>", "<|channel>", "<channel|>")
 HOLE = "<FILL_HERE>"
 
 
-def fim_prompt(tok: Tokenizer, req: InfillRequest, bos: int | None) -> list[int]:
-    pre, suf, mid = (tok.require(t) for t in FIM_TOKENS)
+# A prompt is a list of parts: (True, control token) or (False, plain text). The engine
+# encodes them (control tokens by id); a remote server that takes text gets them joined
+# (`prompt_text`), so both paths show the model the same prompt.
+Part = tuple[bool, str]
+
+
+def fim_parts(req: InfillRequest) -> list[Part]:
+    pre, suf, mid = FIM_TOKENS
     header = f"# path: {req.path}\n" if req.path else ""
-    ids = [bos] if bos is not None else []
-    return ids + [pre] + tok.encode(header + req.prefix) + [suf] + tok.encode(req.suffix) + [mid]
+    return [(True, pre), (False, header + req.prefix), (True, suf), (False, req.suffix), (True, mid)]
 
 
-def gemma_chat_prompt(tok: Tokenizer, req: InfillRequest, bos: int | None) -> list[int]:
-    turn, end_turn, channel, end_channel = (tok.require(t) for t in CHAT_TOKENS)
+def gemma_chat_parts(req: InfillRequest) -> list[Part]:
+    turn, end_turn, channel, end_channel = CHAT_TOKENS
     where = f" of {req.path}" if req.path else ""
     instruction = (
         f"Write the code that replaces {HOLE} in the {req.language or 'source'} file{where} below. "
         "Reply with only that code: no explanation, no code fences, nothing before or after it.\n"
         f"```{req.language}\n"
     )
+    return [(True, turn), (False, "user\n" + instruction + req.prefix + HOLE + req.suffix + "\n```"),
+            (True, end_turn), (False, "\n"), (True, turn), (False, "model\n"),
+            (True, channel), (False, "thought\n"), (True, end_channel)]
+
+
+def encode_parts(tok: Tokenizer, parts: list[Part], bos: int | None) -> list[int]:
     ids = [bos] if bos is not None else []
-    ids += [turn] + tok.encode("user\n" + instruction + req.prefix + HOLE + req.suffix + "\n```")
-    ids += [end_turn] + tok.encode("\n") + [turn] + tok.encode("model\n")
-    ids += [channel] + tok.encode("thought\n") + [end_channel]
+    specials = [tok.require(text) for special, text in parts if special]  # KeyError before any work
+    it = iter(specials)
+    for special, text in parts:
+        ids += [next(it)] if special else tok.encode(text)
     return ids
 
 
-FAMILIES: dict[str, tuple[tuple[str, ...], Callable[[Tokenizer, InfillRequest, int | None], list[int]]]] = {
-    "fim": (FIM_TOKENS, fim_prompt),
-    "gemma-chat": (CHAT_TOKENS, gemma_chat_prompt),
+def fim_prompt(tok: Tokenizer, req: InfillRequest, bos: int | None) -> list[int]:
+    return encode_parts(tok, fim_parts(req), bos)
+
+
+def gemma_chat_prompt(tok: Tokenizer, req: InfillRequest, bos: int | None) -> list[int]:
+    return encode_parts(tok, gemma_chat_parts(req), bos)
+
+
+FAMILIES: dict[str, tuple[tuple[str, ...], Callable[[InfillRequest], list[Part]]]] = {
+    "fim": (FIM_TOKENS, fim_parts),
+    "gemma-chat": (CHAT_TOKENS, gemma_chat_parts),
 }
 
 
@@ -56,4 +76,10 @@ def infill_family(tok: Tokenizer) -> str | None:
 
 
 def build_prompt(family: str, tok: Tokenizer, req: InfillRequest, bos: int | None) -> list[int]:
-    return FAMILIES[family][1](tok, req, bos)
+    return encode_parts(tok, FAMILIES[family][1](req), bos)
+
+
+def prompt_text(family: str, req: InfillRequest) -> str:
+    """The same prompt as text, control tokens spelled out (for a server that tokenizes it;
+    the server adds BOS itself)."""
+    return "".join(text for _, text in FAMILIES[family][1](req))

@@ -1,0 +1,101 @@
+"""The local backend: the model worker on this machine (dgls/worker.py), over its socket."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+
+from ..model.api import InfillResult
+from ..options import Options, model_path
+from ..worker_client import WorkerClient, WorkerError, WorkerSpec, WorkerUnavailable, result_from_wire, unwrap
+from .base import BackendError, BackendUnavailable, NoModel
+
+
+class LocalBackend:
+    """The worker for the configured model, and the model's tokenizer for prompt windows
+    (loaded here without torch: windows are cut in the server)."""
+
+    kind = "local"
+
+    def __init__(self, options: Options):
+        spec = self.spec_for(options)
+        if spec is None:
+            raise NoModel("no model configured: set dgls's `model` option or $DGLS_MODEL")
+        self.model = spec.model
+        self.spec = spec
+        self.client = WorkerClient(self.spec)
+        self._tokenizer = None
+
+    @staticmethod
+    def spec_for(options: Options) -> WorkerSpec | None:
+        model = model_path(options)
+        return None if model is None else WorkerSpec(model, options.device, options.dtype, options.worker_idle_s)
+
+    @classmethod
+    def key_for(cls, options: Options) -> tuple:
+        return ("local", cls.spec_for(options))
+
+    def count_tokens(self, text: str) -> int:
+        if self._tokenizer is None:
+            from ..model.paths import resolve
+            from ..model.tokenizer import Tokenizer
+
+            self._tokenizer = Tokenizer.from_file(Path(resolve(self.model)) / "tokenizer.json")
+        return len(self._tokenizer.encode(text))
+
+    async def infill(self, prep, n: int, inflight) -> InfillResult | None:
+        """n candidates for a prepared request; None when `inflight` is cancelled (the worker
+        stops at its next denoising step). A budget that runs out keeps the best canvas so far."""
+        try:
+            rid, reply = await self.client.infill(prep.request, n=n, canvas_length=prep.canvas_length,
+                                                  budget_ms=prep.budget_ms, seed=None)
+            inflight.stop = lambda: self.client.cancel(rid)
+            if inflight.cancelled.is_set():  # superseded while the request was being sent
+                await self.client.cancel(rid)
+            data = unwrap(await reply)
+            return None if data is None else result_from_wire(data)
+        except TypeError as e:  # a reply of another shape (a worker of another dgls version)
+            raise BackendError(f"unexpected reply from the worker ({e})") from None
+        except WorkerUnavailable as e:
+            raise BackendUnavailable(str(e)) from None
+        except WorkerError as e:
+            raise BackendError(str(e)) from None
+
+    async def refresh(self, status) -> None:
+        """The worker's state, device and pid into `status`; quiet when it is gone."""
+        with contextlib.suppress(WorkerUnavailable, WorkerError, KeyError, TypeError):
+            health = await self.client.request("health")
+            info = await self.client.request("info")
+            status.state = health["state"] if health["state"] != "failed" else "unavailable"
+            status.message = health["error"]
+            status.device, status.worker_pid = info.get("device"), health["pid"]
+
+    async def warm_up(self, status, progress) -> None:
+        """Start (or reach) the worker and follow its model load, reporting progress."""
+        try:
+            await self.client.connect()
+            progress.begin(f"Loading {Path(self.model).name}")
+            while True:
+                health = await self.client.request("health")
+                if health["state"] == "loading":
+                    status.state = "loading"
+                    done, total = health["progress"]
+                    progress.report(done, total)
+                    await asyncio.sleep(0.2)
+                    continue
+                break
+            await self.refresh(status)
+            if health["state"] == "failed":
+                progress.fail(health["error"])
+                return
+            progress.end(f"{Path(self.model).name} ready on {status.device}")
+        except (WorkerUnavailable, WorkerError, KeyError, TypeError) as e:
+            status.state, status.message = "unavailable", str(e)
+            progress.fail(str(e))
+
+    def describe(self) -> dict:
+        return {"kind": "local", "model": self.model, "partial_on_budget": True}
+
+    async def close(self) -> None:
+        await self.client.close()
