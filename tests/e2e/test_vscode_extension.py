@@ -47,7 +47,14 @@ def test_lockfile_is_committed_and_matches_the_manifest():
     assert root["dependencies"] == manifest["dependencies"]
     assert root["devDependencies"] == manifest["devDependencies"]
     # 10 is the first vscode-languageclient with inline completion.
-    assert int(lock["packages"]["node_modules/vscode-languageclient"]["version"].split(".")[0]) >= 10
+    client = lock["packages"]["node_modules/vscode-languageclient"]
+    assert int(client["version"].split(".")[0]) >= 10
+    # The wiring test's protocol library is the very copy the client runs on, not a second one.
+    protocol = lock["packages"]["node_modules/vscode-languageserver-protocol"]
+    assert client["dependencies"]["vscode-languageserver-protocol"] == protocol["version"]
+    assert protocol["dependencies"]["vscode-jsonrpc"] == lock["packages"]["node_modules/vscode-jsonrpc"]["version"]
+    assert not [p for p in lock["packages"] if p.count("node_modules/") > 1 and p.endswith(
+        ("/vscode-languageserver-protocol", "/vscode-jsonrpc"))]
 
 
 @needs_npm
