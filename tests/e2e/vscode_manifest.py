@@ -40,6 +40,12 @@ def server_properties() -> dict[str, dict]:
         elif f.name == "enabled_languages":
             schema = {"type": "array", "items": {"type": "string", "enum": list(LANGUAGES)}, "uniqueItems": True}
             default = list(default)
+        elif f.metadata.get("choices"):
+            schema = {"type": "string", "enum": list(f.metadata["choices"])}
+        elif f.name == "remote_api_key_env":
+            schema = {"type": "string", "pattern": "^DGLS_[A-Za-z0-9_]+$"}
+        elif hint is bool:
+            schema = {"type": "boolean"}
         elif hint == (str | None):
             schema = {"type": ["string", "null"]}
         elif hint is int:
