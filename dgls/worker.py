@@ -96,6 +96,7 @@ class Worker:
         self.served = 0
         self.batches = 0
         self.largest_batch = 0
+        self.cancelled = 0  # requests stopped by a cancel before their last step
         self.last_latency_ms: float | None = None
         self.stop = asyncio.Event()
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dgls-infer")
@@ -330,6 +331,7 @@ class Worker:
         self.batches += 1
         self.largest_batch = max(self.largest_batch, len(batch))
         self.last_latency_ms = (time.perf_counter() - t0) * 1e3
+        self.cancelled += sum(j.cancel.is_set() for j in batch)
         return [{"id": j.id, "ok": True, "result": dataclasses.asdict(r), "cancelled": j.cancel.is_set()}
                 for j, r in zip(batch, results)]
 
@@ -340,7 +342,7 @@ class Worker:
             "state": self.state, "progress": list(self.progress), "error": self.error, "pid": os.getpid(),
             "uptime_s": round(time.monotonic() - self.started, 1), "served": self.served,
             "queued": len(self.pending), "active": len(self.jobs), "batches": self.batches, "largest_batch": self.largest_batch,
-            "last_latency_ms": self.last_latency_ms,
+            "cancelled": self.cancelled, "last_latency_ms": self.last_latency_ms,
         }
 
     def info(self) -> dict:
