@@ -61,6 +61,12 @@ def _use_triton(*tensors: torch.Tensor | None) -> bool:
     return first.dtype in KERNEL_DTYPES and (first.is_cuda or interpreting())
 
 
+def runs_triton(*tensors: torch.Tensor | None) -> bool:
+    """Whether the Triton kernels take these tensors here (for callers whose reference path
+    differs from the op's own reference, as the sampler's does)."""
+    return _use_triton(*tensors)
+
+
 def rms_norm(x: torch.Tensor, weight: torch.Tensor | None, eps: float) -> torch.Tensor:
     if _use_triton(x, weight):
         from . import rmsnorm_triton
