@@ -11,9 +11,11 @@ layers with 2 KV heads of 512 over the whole prompt. For each layer kind and can
 prints: the reference's time without padding (SDPA may pick flash) and with a left-padding
 mask (the path batched requests take), the kernel's time with the default blocks (and with
 `--sweep` the best of a few block shapes), the ratio to the masked reference, the bytes each
-call must move and the kernel's achieved bandwidth as % of the device's peak. Then one
-denoising step's attention (sliding + global layers in the model's proportion). Every
-kernel output is first checked against the fp32 reference.
+call must move, the kernel's achieved bandwidth as % of the device's peak, and its TFLOP/s
+(with 256 canvas queries per head the matrix products, not the bytes, set the floor here:
+compare with the device's dense bf16 peak). Then one denoising step's attention (sliding +
+global layers in the model's proportion). Every kernel output is first checked against
+the fp32 reference.
 
 Needs a CUDA GPU. `--device cpu` runs Triton's interpreter at reduced sizes to check that the
 script itself works; its timings say nothing about any GPU.
@@ -79,6 +81,11 @@ def bytes_moved(B, H, Hkv, L, Pk, Dh, Bp, dtype) -> int:
     return size * Dh * (2 * B * H * L + 2 * Bp * Hkv * Pk + 2 * B * Hkv * L)
 
 
+def flops(B, H, L, Pk, Dh) -> int:
+    """The two matrix products (scores and values), 2 flops per multiply-add."""
+    return 2 * 2 * B * H * L * (Pk + L) * Dh
+
+
 def sweep_space(Dh: int):
     from dgls.kernels.attention_triton import AttentionBlocks
 
@@ -128,8 +135,8 @@ def main(argv: list[str] | None = None) -> int:
         kinds[spec] += 1
     H, P, L = cfg.num_heads, args.prompt, args.canvas
     print("| layer | canvases | padded | reference ms (no mask) | reference ms (mask) | kernel ms | "
-          "kernel / masked ref | MB moved | kernel GB/s | % of peak | best swept | max |diff| |")
-    print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---|---:|")
+          "kernel / masked ref | MB moved | kernel GB/s | % of peak | kernel TFLOP/s | best swept | max |diff| |")
+    print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|")
     step = {}
     for B in args.batch:
         for padded in (False, True):
@@ -158,9 +165,10 @@ def main(argv: list[str] | None = None) -> int:
                 moved = bytes_moved(B, H, Hkv, L, Pk, Dh, ck.shape[0], dtype)
                 gbps = moved / kernel / 1e6
                 pct = f"{100 * gbps / peak:.0f}%" if peak else "?"
+                tflops = flops(B, H, L, Pk, Dh) / kernel / 1e9
                 kind = f"{'sliding' if spec.sliding else 'global'} Dh={Dh} Hkv={Hkv} keys={Pk}+{L}"
                 print(f"| {kind} | {B} | {'yes' if padded else 'no'} | {ref_plain:.3f} | {ref_mask:.3f} | {kernel:.3f} | "
-                      f"{kernel / ref_mask:.2f}x | {moved / 1e6:.1f} | {gbps:.0f} | {pct} | {best} | {diff:.2e} |")
+                      f"{kernel / ref_mask:.2f}x | {moved / 1e6:.1f} | {gbps:.0f} | {pct} | {tflops:.1f} | {best} | {diff:.2e} |")
                 acc = step.setdefault((B, padded), [0.0, 0.0])
                 acc[0] += count * ref_mask
                 acc[1] += count * kernel
