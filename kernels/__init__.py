@@ -5,6 +5,6 @@
 (`backend`: DGLS_KERNELS=torch|triton, else triton where CUDA and triton are present).
 """
 
-from .backend import attention, logit_stats, moe, rms_norm, rms_norm_add
+from .backend import attention, canvas_attention, logit_stats, moe, rms_norm, rms_norm_add
 
-__all__ = ["attention", "logit_stats", "moe", "rms_norm", "rms_norm_add"]
+__all__ = ["attention", "canvas_attention", "logit_stats", "moe", "rms_norm", "rms_norm_add"]

@@ -61,6 +61,12 @@ def _use_triton(*tensors: torch.Tensor | None) -> bool:
     return first.dtype in KERNEL_DTYPES and (first.is_cuda or interpreting())
 
 
+def runs_triton(*tensors: torch.Tensor | None) -> bool:
+    """Whether the Triton kernels take these tensors here (for callers whose reference path
+    differs from the op's own reference, as the sampler's does)."""
+    return _use_triton(*tensors)
+
+
 def rms_norm(x: torch.Tensor, weight: torch.Tensor | None, eps: float) -> torch.Tensor:
     if _use_triton(x, weight):
         from . import rmsnorm_triton
@@ -95,5 +101,16 @@ def logit_stats(logits: torch.Tensor, temperature: float | torch.Tensor, softcap
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-    # No Triton attention yet: SDPA (flash / memory-efficient on CUDA) under both backends.
+    # The encoder's causal / sliding attention over the prompt (once per request): SDPA
+    # (flash / memory-efficient on CUDA) under both backends.
     return ops.attention(q, k, v, mask)
+
+
+def canvas_attention(q: torch.Tensor, cache_k: torch.Tensor, cache_v: torch.Tensor, k: torch.Tensor,
+                     v: torch.Tensor, key_start: torch.Tensor | None = None) -> torch.Tensor:
+    """The decoder's attention, every denoising step: see `ops.canvas_attention`."""
+    if _use_triton(q, cache_k, cache_v, k, v) and q.dtype == cache_k.dtype == k.dtype:
+        from . import attention_triton
+
+        return attention_triton.canvas_attention(q, cache_k, cache_v, k, v, key_start)
+    return ops.canvas_attention(q, cache_k, cache_v, k, v, key_start)

@@ -75,6 +75,27 @@ def attention(
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=1.0, enable_gqa=q.shape[1] != k.shape[1])
 
 
+def canvas_attention(
+    q: torch.Tensor,  # [B, H, L, Dh] canvas queries
+    cache_k: torch.Tensor,  # [Bp, Hkv, Pk, Dh] prompt keys the encoder cached, Bp = 1 or B
+    cache_v: torch.Tensor,  # [Bp, Hkv, Pk, Dh]
+    k: torch.Tensor,  # [B, Hkv, L, Dh] the canvas's own keys
+    v: torch.Tensor,  # [B, Hkv, L, Dh]
+    key_start: torch.Tensor | None = None,  # [Bp] int: first cache key each row reads (left padding)
+) -> torch.Tensor:  # [B, H, L, Dh]
+    """The decoder's attention: each canvas token reads the cached prompt keys from `key_start`
+    on (None: all of them; a sliding layer's cache already holds only its window) and every
+    canvas token in both directions. Keys concatenated, an explicit [B, 1, 1, Pk + L] mask."""
+    B, L, Pk = q.shape[0], q.shape[2], cache_k.shape[2]
+    keys = torch.cat([cache_k.expand(B, -1, -1, -1), k], dim=2)
+    values = torch.cat([cache_v.expand(B, -1, -1, -1), v], dim=2)
+    mask = None
+    if key_start is not None:
+        kept = torch.arange(Pk, device=q.device)[None, :] >= key_start[:, None]  # [Bp, Pk]
+        mask = torch.cat([kept.expand(B, -1), kept.new_ones(B, L)], dim=1)[:, None, None, :]
+    return attention(q, keys, values, mask)
+
+
 class LogitStats(NamedTuple):
     """Per-position summaries of a distribution over the vocabulary, each [...] (logits [..., V])."""
 

@@ -14,13 +14,13 @@ H query heads, Hkv key/value heads, Dh head dim, E experts, K experts per token.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dgls.kernels import attention, moe, rms_norm
+from dgls.kernels import attention, canvas_attention, moe, rms_norm
 from dgls.kernels.ops import activation
 
 from .config import LayerSpec, ModelConfig, RopeSpec
@@ -60,7 +60,19 @@ class PromptCache:
     keys: list[torch.Tensor]
     values: list[torch.Tensor]
     length: int
-    mask: torch.Tensor | None = None  # [Bp, P] bool, True = real token; None = no padding
+    mask: torch.Tensor | None = None  # [Bp, P] bool, True = real token (left padding); None = no padding
+    starts: torch.Tensor | None = field(init=False, default=None)  # [Bp] each row's first real token
+
+    def __post_init__(self):
+        # The decoder masks padding by where each row's prompt starts (no mask tensor in its
+        # attention), so the mask must be left padding, as every batch dgls builds is.
+        if self.mask is not None:
+            P = self.mask.shape[-1]
+            starts = P - self.mask.sum(-1)
+            left = torch.arange(P, device=self.mask.device)[None, :] >= starts[:, None]
+            if P != self.length or not torch.equal(self.mask.bool(), left):
+                raise ValueError(f"prompt mask must be left padding over the {self.length} prompt positions")
+            self.starts = starts
 
     @property
     def batch(self) -> int:
@@ -228,7 +240,7 @@ class DiffusionGemma(nn.Module):
             return self._decode(canvas, cache, sc_logits, sc_mask)
 
     def _decode(self, canvas, cache, sc_logits, sc_mask) -> torch.Tensor:
-        B, L = canvas.shape
+        L = canvas.shape[1]
         eps = self.cfg.rms_norm_eps
         h = self.embed_tokens(canvas)
         if sc_logits is not None:
@@ -241,17 +253,17 @@ class DiffusionGemma(nn.Module):
         h = rms_norm(h, None, eps)
         positions = torch.arange(cache.length, cache.length + L, device=canvas.device)
         tables = self._rope(positions, h.dtype)
+        # The canvas reads every real key a layer cached (a sliding layer kept its last
+        # window - 1): padding is masked by each row's first real key in that layer's cache.
+        key_start = {}
+        if cache.starts is not None:
+            key_start = {ck.shape[2]: cache.starts - (cache.length - ck.shape[2]) for ck in cache.keys}
         for n, layer in enumerate(self.layers):
             x = rms_norm(h, layer.input_norm, eps)
             q, k, v = layer.attn.project(x, *tables[layer.attn.spec])
             ck, cv = cache.keys[n], cache.values[n]
-            k = torch.cat([ck.expand(B, -1, -1, -1), k], dim=2)
-            v = torch.cat([cv.expand(B, -1, -1, -1), v], dim=2)
-            mask = None
-            if cache.mask is not None:  # [B, 1, 1, Pk + L]: the canvas reads every real prompt key
-                kept = cache.mask[:, cache.length - ck.shape[2]:].expand(B, -1)
-                mask = torch.cat([kept, kept.new_ones(B, L)], dim=1)[:, None, None, :]
-            h = layer.after_attention(h, layer.attn.output(attention(q, k, v, mask)), layer.decoder_scalar)
+            o = canvas_attention(q, ck, cv, k, v, key_start.get(ck.shape[2]))
+            h = layer.after_attention(h, layer.attn.output(o), layer.decoder_scalar)
         h = rms_norm(h, self.norm, eps)
         logits = F.linear(h, self.embed).float()
         cap = self.cfg.final_logit_softcap

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from dgls.kernels import backend
+
 from .config import SamplerConfig
 from .network import DiffusionGemma, PromptCache
 
@@ -48,6 +50,21 @@ class DenoiseResult:
 def token_entropy(logits: torch.Tensor) -> torch.Tensor:
     """Entropy per position [B, L] of logits [B, L, V], computed as torch.distributions does."""
     return torch.distributions.Categorical(logits=logits, validate_args=False).entropy()
+
+
+def position_stats(logits: torch.Tensor, probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Argmax, entropy and top probability per position [B, L] of the processed logits [B, L, V]
+    (probs = their softmax, which sampling needs anyway).
+
+    Under the Triton backend: one streaming pass of the statistics kernel over the vocabulary
+    instead of four. The argmax is the same; entropy and top probability may differ from the
+    ops below in the last fp32 bits, so an acceptance sitting exactly on the entropy bound
+    could flip. Otherwise the reference's own ops, which keep the torch backend token- and
+    step-identical to transformers' `generate`."""
+    if backend.runs_triton(logits):
+        stats = backend.logit_stats(logits, 1.0, None)  # already soft-capped and tempered
+        return stats.argmax, stats.entropy, stats.max_prob
+    return logits.argmax(dim=-1), token_entropy(logits), probs.max(dim=-1).values
 
 
 def _mean_until_eos(values: torch.Tensor, tokens: torch.Tensor, eos_ids: tuple[int, ...]) -> list[float]:
@@ -122,11 +139,10 @@ def denoise(
         logits = model.decode(canvas, cache, sc_logits) / temperature  # [B, L, V] fp32
         probs = torch.softmax(logits, dim=-1, dtype=torch.float32)
         sampled = torch.multinomial(probs.view(-1, V), 1, generator=generator).view(B, L)
-        new_argmax = logits.argmax(dim=-1)
+        new_argmax, entropy, max_prob = position_stats(logits, probs)  # each [B, L]
 
         # Entropy-bound acceptance: the lowest-entropy positions whose summed entropy, less
         # the largest, stays within the bound.
-        entropy = token_entropy(logits)  # [B, L]
         sorted_entropy, order = torch.sort(entropy, dim=-1)
         chosen = torch.cumsum(sorted_entropy, dim=-1) - sorted_entropy <= sampler.entropy_bound
         accept = torch.scatter(torch.zeros_like(chosen), -1, order, chosen)
@@ -135,7 +151,7 @@ def denoise(
 
         running = ~frozen
         accepted_log.append(torch.where(running, accept.sum(-1), 0))
-        top_prob = torch.where(running[:, None], probs.max(dim=-1).values, top_prob)
+        top_prob = torch.where(running[:, None], max_prob, top_prob)
         if frozen.any():  # finished canvases keep their state
             new_argmax = torch.where(frozen[:, None], argmax, new_argmax)
             new_canvas = torch.where(frozen[:, None], canvas, new_canvas)

@@ -19,7 +19,7 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-from dgls.kernels import moe_triton, rmsnorm_triton, sampler_triton
+from dgls.kernels import attention_triton, moe_triton, rmsnorm_triton, sampler_triton
 from dgls.kernels.moe_configs import MoeBlockConfig
 
 TARGET = GPUTarget("cuda", 90, 32)
@@ -71,7 +71,7 @@ def launches() -> list[tuple[object, tuple, dict]]:
     recorders = {}
     for module, name in ((moe_triton, "_gate_up_kernel"), (moe_triton, "_down_kernel"),
                          (moe_triton, "_sum_topk_kernel"), (rmsnorm_triton, "_rms_norm_kernel"),
-                         (sampler_triton, "_logit_stats_kernel")):
+                         (sampler_triton, "_logit_stats_kernel"), (attention_triton, "_canvas_attention_kernel")):
         recorders[name] = Recorder(getattr(module, name))
         setattr(module, name, recorders[name])
 
@@ -92,6 +92,15 @@ def launches() -> list[tuple[object, tuple, dict]]:
         logits = torch.empty(4, 262_144, dtype=dtype)
         sampler_triton.logit_stats(logits, 0.6, 30.0)
         sampler_triton.logit_stats(logits, torch.full((4,), 0.6), None)
+        # The decoder's attention at DiffusionGemma's geometry: 4 canvases of 256 over a 2k
+        # prompt; sliding layers (8 KV heads of 256, a shared 1023-key cache), global layers
+        # (2 KV heads of 512, a per-canvas cache with left padding).
+        B, H, L = 4, 16, 256
+        for Hkv, Dh, Bp, Pk, padded in ((8, 256, 1, 1023, False), (2, 512, 4, 2048, True)):
+            q = torch.empty(B, H, L, Dh, dtype=dtype)
+            cache, canvas = torch.empty(Bp, Hkv, Pk, Dh, dtype=dtype), torch.empty(B, Hkv, L, Dh, dtype=dtype)
+            start = torch.zeros(Bp, dtype=torch.long) if padded else None
+            attention_triton.canvas_attention(q, cache, cache, canvas, canvas, start)
     return [(rec.kernel, args, kwargs) for rec in recorders.values() for args, kwargs in rec.launches]
 
 

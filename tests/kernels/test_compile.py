@@ -21,5 +21,6 @@ def test_launches_compile_for_h100():
     assert done.returncode == 0, done.stderr[-3000:]
     compiled = done.stdout.splitlines()
     kernels = {line.split("(")[0] for line in compiled}
-    assert kernels == {"_gate_up_kernel", "_down_kernel", "_sum_topk_kernel", "_rms_norm_kernel", "_logit_stats_kernel"}
+    assert kernels == {"_gate_up_kernel", "_down_kernel", "_sum_topk_kernel", "_rms_norm_kernel", "_logit_stats_kernel",
+                       "_canvas_attention_kernel"}
     assert len(compiled) >= 20
