@@ -33,6 +33,7 @@ from pygls.exceptions import (
     JsonRpcServerNotInitialized,
 )
 from pygls.protocol import LanguageServerProtocol
+from pygls.protocol.language_server import lsp_method
 from pygls.protocol.json_rpc import JsonRPCNotification, JsonRPCRequestMessage, JsonRPCResponseMessage
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,21 @@ class DglsProtocol(LanguageServerProtocol):
     def __init__(self, server, converter):
         super().__init__(server, converter)
         self.initialize_seen = False
+
+    # dgls keeps its own documents (dgls/documents.py, clamping positions as LSP asks).
+    # pygls's second copy would double the memory of every document, and its change logic
+    # raises on ranges dgls clamps, which would keep dgls's handler from running at all.
+    @lsp_method(t.TEXT_DOCUMENT_DID_OPEN)
+    def lsp_text_document__did_open(self, params):
+        yield self.fm.features[t.TEXT_DOCUMENT_DID_OPEN], (params,), None
+
+    @lsp_method(t.TEXT_DOCUMENT_DID_CHANGE)
+    def lsp_text_document__did_change(self, params):
+        yield self.fm.features[t.TEXT_DOCUMENT_DID_CHANGE], (params,), None
+
+    @lsp_method(t.TEXT_DOCUMENT_DID_CLOSE)
+    def lsp_text_document__did_close(self, params):
+        yield self.fm.features[t.TEXT_DOCUMENT_DID_CLOSE], (params,), None
 
     def reply_error(self, msg_id, error: JsonRpcException) -> None:
         # A plain object: the typed one drops `"id": null`, which JSON-RPC requires.
