@@ -220,8 +220,12 @@ async def _run(state: State, backend: Backend, prep: Prepared, n: int, me: Infli
         me.worker_request, me.client = rid, backend.client
         if me.cancelled.is_set():  # superseded while the request was being sent
             await backend.client.cancel(rid)
-        data = unwrap(await reply)
+        raw = await _reply_within(state, backend, rid, reply, prep.budget_ms)
+        data = unwrap(raw)
         result = None if data is None else result_from_wire(data)
+        degraded = raw.get("degraded")  # out of memory, the worker gave less than asked
+        if degraded:
+            warn(f"worker {degraded}")
     except TypeError as e:  # a reply of another shape (a worker of another dgls version)
         warn(f"no suggestion: unexpected reply from the worker ({e})")
         return None
@@ -238,7 +242,30 @@ async def _run(state: State, backend: Backend, prep: Prepared, n: int, me: Infli
     if state.status.state != "ready":  # first answer, or the first from a restarted worker
         with contextlib.suppress(WorkerUnavailable, WorkerError):
             await refresh_status(state, backend)
+    state.status.message = degraded  # the last request's news: None when all went well
     return result
+
+
+async def _reply_within(state: State, backend: Backend, rid: int, reply: asyncio.Future, budget_ms: float | None) -> dict:
+    """The worker's reply, or WorkerUnavailable when a wedged worker (stopped, stuck, on a
+    machine that froze) gives neither it within the budget plus `worker_grace_ms` nor an
+    answer to `health` within `worker_grace_ms`. A worker that answers `health` is loading
+    its model or busy with other editors' requests (it keeps budgets itself): wait on."""
+    grace = state.options.worker_grace_ms / 1e3
+    wait = (budget_ms or 0) / 1e3 + grace
+    started = time.monotonic()
+    while True:
+        try:
+            return await asyncio.wait_for(asyncio.shield(reply), wait)
+        except asyncio.TimeoutError:
+            pass
+        try:
+            await asyncio.wait_for(backend.client.request("health"), grace)
+        except (asyncio.TimeoutError, WorkerUnavailable, WorkerError):
+            reply.add_done_callback(lambda f: f.cancelled() or f.exception())  # a late reply is dropped
+            await backend.client.cancel(rid)
+            raise WorkerUnavailable(f"the worker did not answer within {time.monotonic() - started:.1f} s") from None
+        wait = grace
 
 
 async def refresh_status(state: State, backend: Backend) -> None:
