@@ -171,3 +171,24 @@ async def test_logs_on_a_full_disk_do_not_stop_suggestions(start, runtime, fixed
     await eventually(lambda: not worker_pids(runtime), 10)
     assert await eventually(lambda: suggests(client, answer), 30)
     assert log.exists() and "listening on" in log.read_text()
+
+
+async def test_worker_killed_during_a_denoising_step(start, runtime, random_checkpoint):
+    """SIGKILL while the worker is inside the denoising loop of this very request."""
+    client = await start(vscode(), model=str(random_checkpoint), lineCanvas=1024, candidatesInvoked=8,
+                         maxLatencyMs=60000)
+    open_doc(client, URI, "x = \n")
+    pending = asyncio.ensure_future(inline(client, URI, 0, 4))
+    denoising = await eventually(lambda: [h for h in worker_health(runtime)
+                                          if h["state"] == "ready" and h["active"] == 1 and h["queued"] == 0], 120, 0.05)
+    assert denoising, "the request never reached the denoising loop"
+    pid = denoising[0]["pid"]
+    os.kill(pid, signal.SIGKILL)
+    assert await asyncio.wait_for(pending, 20) is None  # no suggestion, no crash, no hang
+    assert any("no suggestion" in m.message for m in client.log_messages)
+    client.workspace_did_change_configuration(t.DidChangeConfigurationParams(
+        settings={"dgls": {"lineCanvas": 16, "candidatesInvoked": 1}}))
+    open_doc(client, "file:///project/d.py", "y = \n")
+    await inline(client, "file:///project/d.py", 0, 4)  # a new worker starts (random weights: text may be rejected)
+    info = await status(client)
+    assert info["state"] == "ready" and info["worker_pid"] not in (None, pid)
