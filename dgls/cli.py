@@ -13,7 +13,6 @@ import argparse
 import json
 import re
 import sys
-from pathlib import Path
 
 from .options import DEFAULTS, MODEL_ENV, Options, model_path
 
