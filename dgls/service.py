@@ -22,6 +22,7 @@ from .languages import BY_EXTENSION, BY_NAME, Language
 from .model.api import InfillResult
 from .options import DEFAULTS, Options, model_path
 from .rank import Candidate
+from .text import valid_unicode
 from .worker_client import WorkerClient, WorkerError, WorkerSpec, WorkerUnavailable, result_from_wire, unwrap
 
 log = logging.getLogger(__name__)
@@ -176,7 +177,7 @@ async def _suggest(state: State, doc: TextDocument, me: Inflight, line: int, cha
     if len(doc.text.encode("utf-8", "surrogatepass")) > options.max_file_bytes:
         warn(f"{doc.uri} is over maxFileBytes ({options.max_file_bytes:,}); no suggestions there")
         return None
-    text, version = doc.text, doc.version
+    text, version = valid_unicode(doc.text), doc.version
     offset = to_offset(text, line, character, state.encoding)
     before, after = text[:offset], text[offset:]
 

@@ -214,7 +214,7 @@ class Session:
         self.check(range(len(EXTS)))
 
 
-@settings(max_examples=150)
+@settings(max_examples=300)
 @given(steps=st.lists(step, min_size=1, max_size=15))
 def test_hostile_sessions(fuzz_server, steps):
     session = Session(fuzz_server)
@@ -242,7 +242,7 @@ requests_before_initialize = st.lists(st.one_of(
     min_size=1, max_size=8)
 
 
-@settings(max_examples=4)
+@settings(max_examples=6)
 @given(messages=requests_before_initialize)
 def test_anything_before_initialize(tmp_path_factory, messages):
     runtime = tmp_path_factory.mktemp("early-rt")
@@ -272,3 +272,15 @@ def test_garbage_frames_are_valid_json_rpc_cases():
         except ValueError:
             continue
         assert not (isinstance(data, dict) and isinstance(data.get("id"), (int, str)) and not isinstance(data["id"], bool))
+
+
+def test_a_lone_surrogate_in_a_document_still_gets_suggestions(fuzz_server, answer):
+    """Found by the fuzz: the tokenizer refused such text and the editor got an internal error."""
+    uri = "file:///fuzz/surrogate.py"
+    fuzz_server.notify("textDocument/didOpen", {"textDocument": {"uri": uri, "languageId": "python", "version": 1,
+                                                                 "text": "s = '\ud800'\ndef f(value):\n    return \n"}})
+    reply = fuzz_server.call("textDocument/inlineCompletion", {"textDocument": {"uri": uri},
+                                                               "position": {"line": 2, "character": 11},
+                                                               "context": {"triggerKind": 1}})
+    assert reply["result"]["items"][0]["insertText"].startswith(answer)
+    fuzz_server.notify("textDocument/didClose", {"textDocument": {"uri": uri}})
