@@ -123,6 +123,18 @@ def fuzz_server(tmp_path_factory, fixed_checkpoint):
 _examples = itertools.count()
 
 
+def _defaults() -> dict:
+    from dataclasses import fields
+
+    from dgls.options import DEFAULTS, Options, _camel
+
+    values = {_camel(f.name): getattr(DEFAULTS, f.name) for f in fields(Options)}
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items() if v is not None}
+
+
+RESET = {**_defaults(), **SMALL}  # every setting a step may have changed, back to the start
+
+
 class Session:
     def __init__(self, server: RawServer):
         self.server = server
@@ -209,7 +221,7 @@ class Session:
         """Close what is open and restore the settings, so the next example starts clean."""
         for slot in list(self.docs):
             self.server.notify("textDocument/didClose", {"textDocument": {"uri": self.uri(slot)}})
-        self.server.notify("workspace/didChangeConfiguration", {"settings": {"dgls": SMALL}})
+        self.server.notify("workspace/didChangeConfiguration", {"settings": {"dgls": RESET}})
         self.docs.clear()
         self.check(range(len(EXTS)))
 
