@@ -60,12 +60,14 @@ def progress_bar(label: str):
 
 
 def read_text_arg(value: str | None, file: str | None, what: str) -> str:
+    from .files import SourceError, read_source
+
     if file is None:
         return value or ""
     try:
-        return Path(file).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise UsageError(f"cannot read {what} file {file}: {e.strerror or e}") from None
+        return read_source(file, DEFAULTS.max_file_bytes)  # the same size, binary and UTF-8 checks
+    except SourceError as e:
+        raise UsageError(f"cannot read {what} file: {e}") from None
 
 
 def cmd_infill(args: argparse.Namespace) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import stat
 from pathlib import Path
 
 
@@ -14,7 +15,10 @@ def read_source(path: str | Path, max_bytes: int) -> str:
     try:
         if p.is_dir():
             raise SourceError(f"{p} is a directory")
-        size = p.stat().st_size
+        info = p.stat()
+        if not stat.S_ISREG(info.st_mode):  # a FIFO or /dev/zero would block or never end
+            raise SourceError(f"{p} is not a regular file")
+        size = info.st_size
         if size > max_bytes:
             raise SourceError(f"{p} is {size:,} bytes, over the {max_bytes:,}-byte limit")
         data = p.read_bytes()

@@ -44,6 +44,8 @@ class Options:
     cache_entries: int = opt(250, "exact suggestion cache size (LRU)")
     cache_ttl_s: float = opt(300.0, "exact suggestion cache lifetime")
     worker_idle_s: float = opt(600.0, "the worker exits after this long without requests")
+    worker_grace_ms: int = opt(5000, "past the latency budget, a worker that answers neither the request nor a "
+                                     "health check within this long is given up on (no suggestion)")
     # A remote vLLM (>= 0.33) serving DiffusionGemma instead of the local worker (docs/remote-vllm.md).
     backend: str = opt("local", "`local` (the worker on this machine) or `vllm` (a vLLM server at `remoteUrl`)",
                        choices=BACKENDS)

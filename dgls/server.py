@@ -17,21 +17,63 @@ from pygls.lsp.server import LanguageServer
 from . import __version__
 from .documents import from_offset
 from .options import from_config_file, from_settings
+from .protocol import DglsProtocol, StdinLines, StreamLines, read_frames
 from .service import State, Suggestions, cancel_document, language_of, suggest, warm_up
 
 log = logging.getLogger(__name__)
 
 STATUS_COMMAND = "dgls.status"
 STATUS_NOTIFICATION = "dgls/status"
+DOCUMENT_COMMAND = "dgls.document"
 
 
 class DglsServer(LanguageServer):
     """Holds the state; the handlers below hold the logic."""
 
     def __init__(self) -> None:
-        super().__init__("dgls", __version__, text_document_sync_kind=t.TextDocumentSyncKind.Incremental)
+        super().__init__("dgls", __version__, text_document_sync_kind=t.TextDocumentSyncKind.Incremental,
+                         protocol_cls=DglsProtocol)
         self.state = State()
         self.background: set[asyncio.Task] = set()
+
+    # pygls's own read loops leave malformed requests unanswered (see dgls/protocol.py).
+    def start_io(self, stdin=None, stdout=None) -> None:
+        import sys
+        import threading
+
+        from pygls.io_ import StdoutWriter
+
+        self._stop_event = threading.Event()
+        self.protocol.set_writer(StdoutWriter(stdout or sys.stdout.buffer))
+        try:
+            asyncio.run(read_frames(StdinLines(stdin or sys.stdin.buffer, self.thread_pool), self.protocol,
+                                    self._stop_event))
+        except BrokenPipeError:
+            log.error("the client closed the connection; exiting")
+        except (KeyboardInterrupt, SystemExit):
+            pass
+        finally:
+            self.shutdown()
+
+    def start_tcp(self, host: str, port: int) -> None:
+        import threading
+
+        self._stop_event = stop = threading.Event()
+
+        async def connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            self.protocol.set_writer(writer)
+            await read_frames(StreamLines(reader), self.protocol, stop)
+            self.shutdown()
+
+        async def serve() -> None:
+            self._server = await asyncio.start_server(connection, host, port)
+            async with self._server:
+                await self._server.serve_forever()
+
+        try:
+            asyncio.run(serve())
+        except asyncio.CancelledError:
+            pass
 
     def warn(self, message: str) -> None:
         """A warning in the editor's log, once per distinct message (not per keystroke)."""
@@ -189,6 +231,25 @@ async def status(ls: DglsServer, *args) -> dict:
             "cache_entries": len(ls.state.exact), "options": {"debounce_ms": ls.state.options.debounce_ms,
                                                              "line_budget_ms": ls.state.options.line_budget_ms,
                                                              "block_budget_ms": ls.state.options.block_budget_ms}}
+
+
+@server.command(DOCUMENT_COMMAND)
+def document(ls: DglsServer, *args) -> dict | None:
+    """What the server holds for a document: version, length and SHA-256 of its text (a
+    client can check that its edits arrived as it sent them; the text itself is not sent)."""
+    from pygls.exceptions import JsonRpcInvalidParams
+
+    if len(args) != 1 or not isinstance(args[0], str):
+        raise JsonRpcInvalidParams(f"{DOCUMENT_COMMAND} takes one argument, a document URI")
+    doc = ls.state.documents.get(args[0])
+    return None if doc is None else document_digest(doc.text, doc.version)
+
+
+def document_digest(text: str, version: int) -> dict:
+    import hashlib
+
+    data = text.encode("utf-8", "surrogatepass")  # lone surrogates are what the client sent
+    return {"version": version, "length": len(text), "sha256": hashlib.sha256(data).hexdigest()}
 
 
 class Progress:

@@ -24,6 +24,7 @@ from .languages import BY_EXTENSION, BY_NAME, Language
 from .model.api import InfillResult
 from .options import DEFAULTS, Options
 from .rank import Candidate
+from .text import valid_unicode
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,7 @@ class Inflight:
     version: int
     cancelled: asyncio.Event = field(default_factory=asyncio.Event)
     stop: Callable[[], Awaitable] | None = None  # set by a backend that must be told (the worker)
+    note: str | None = None  # set by a backend that gave less than asked (out of memory)
 
     async def cancel(self) -> None:
         self.cancelled.set()
@@ -84,6 +86,9 @@ class State:
         if self.fallback is not None and LocalBackend.key_for(options) != LocalBackend.key_for(self.options):
             asyncio.ensure_future(self.fallback.close())
             self.fallback = None
+        for kept in (self.backend, self.fallback):
+            if kept is not None:  # same key; settings read per request (budgets, steps) follow
+                kept.options = options
         self.options = options
         self.exact = ExactCache(options.cache_entries, options.cache_ttl_s)
 
@@ -159,7 +164,7 @@ async def _suggest(state: State, doc: TextDocument, me: Inflight, line: int, cha
     if len(doc.text.encode("utf-8", "surrogatepass")) > options.max_file_bytes:
         warn(f"{doc.uri} is over maxFileBytes ({options.max_file_bytes:,}); no suggestions there")
         return None
-    text, version = doc.text, doc.version
+    text, version = valid_unicode(doc.text), doc.version
     offset = to_offset(text, line, character, state.encoding)
     before, after = text[:offset], text[offset:]
 
@@ -214,6 +219,9 @@ async def _run(state: State, backend, prep: Prepared, n: int, me: Inflight, warn
         return None
     if state.status.state != "ready":  # first answer, or the first from a restarted worker
         await backend.refresh(state.status)
+    if me.note:  # out of memory, the worker gave less than asked
+        warn(f"worker {me.note}")
+    state.status.message = me.note  # the last request's news: None when all went well
     return result
 
 

@@ -54,3 +54,13 @@ def indentation(line: str) -> str:
 
 def indent_width(ws: str, tab_size: int = 4) -> int:
     return sum(tab_size if c == "\t" else 1 for c in ws)
+
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def valid_unicode(text: str) -> str:
+    """Lone surrogates (JSON can carry "\\ud800"; pairs arrive joined) replaced by U+FFFD, one
+    code point for one: the tokenizer, tree-sitter and msgpack take only valid Unicode, and
+    every offset stays where it was."""
+    return _LONE_SURROGATE.sub("\ufffd", text) if _LONE_SURROGATE.search(text) else text

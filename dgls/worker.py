@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import fcntl
 import logging
 import os
 import signal
@@ -47,6 +48,28 @@ class Job:
     params: dict
     cancel: threading.Event = field(default_factory=threading.Event)
     reply: asyncio.Future | None = None
+
+
+MIN_OOM_CANVAS = 8  # out of memory, the canvas is halved down to this many tokens
+
+
+def out_of_memory(e: BaseException) -> bool:
+    """CUDA's OutOfMemoryError, Python's MemoryError, or the CPU allocator's RuntimeError."""
+    if isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError":
+        return True
+    text = str(e).lower()
+    return isinstance(e, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text
+                                            or "not enough memory" in text or "bad_alloc" in text)
+
+
+def free_memory() -> None:
+    import gc
+
+    gc.collect()
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def _field(params: dict, name: str, kind, *, default=None, low=None, high=None):
@@ -99,6 +122,9 @@ class Worker:
         self.cancelled = 0  # requests stopped by a cancel before their last step
         self.last_latency_ms: float | None = None
         self.stop = asyncio.Event()
+        self.orphaned = False
+        self.loaded_at = time.monotonic()
+        self.socket_inode: int | None = None
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dgls-infer")
         self._next_conn = 0
 
@@ -108,19 +134,19 @@ class Worker:
         loop = self._loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop.set)
-        server = await self._bind()
+        self._server = await self._bind()
         loop.run_in_executor(self.pool, self._load)
         tasks = [asyncio.create_task(self._schedule()), asyncio.create_task(self._watch_idle())]
         try:
             await self.stop.wait()
         finally:
-            server.close()
+            self._server.close()
             for task in tasks:
                 task.cancel()
             for job in self.jobs.values():
                 job.cancel.set()
             try:
-                if self.socket_path.exists():
+                if self._owns_socket():
                     self.socket_path.unlink()
             except OSError:
                 pass
@@ -143,8 +169,35 @@ class Worker:
         finally:
             os.umask(old)
         os.chmod(path, 0o600)
+        self.socket_inode = path.stat().st_ino
         log.info("listening on %s (pid %d)", path, os.getpid())
         return server
+
+    def _owns_socket(self) -> bool:
+        try:
+            return self.socket_path.stat().st_ino == self.socket_inode
+        except OSError:
+            return False
+
+    async def _check_socket(self) -> None:
+        """A deleted socket file is bound again (under the lock clients take to start a
+        worker, so a client does not start a second one meanwhile); one replaced by another
+        worker's makes this one leave once its work is done, its clients reconnecting there."""
+        if self._owns_socket() or self.orphaned:
+            return
+        with open(self.socket_path.with_suffix(".lock"), "w") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                return  # a client is starting a worker: look again next time
+            if self.socket_path.exists():
+                log.warning("another worker took over %s; exiting when idle", self.socket_path)
+                self.orphaned = True
+                self._server.close()
+                return
+            self._server.close()
+            self._server = await self._bind()
+            log.warning("socket %s was deleted; bound it again", self.socket_path)
 
     def _load(self) -> None:
         from .model.engine import Engine  # the worker is where torch loads
@@ -164,7 +217,7 @@ class Worker:
             self.engine, self.state = engine, "ready"
             log.info("model ready: %s on %s", engine.loaded.path, engine.model.device)
         finally:
-            self.last_active = time.monotonic()
+            self.last_active = self.loaded_at = time.monotonic()
             self._call_soon(self.ready.set)
 
     def _call_soon(self, fn) -> None:
@@ -178,8 +231,16 @@ class Worker:
             await asyncio.sleep(0.5)
             idle = time.monotonic() - self.last_active
             busy = self.connections or self.jobs
-            if self.state == "failed" and idle > FAILED_LINGER_S and not self.jobs:
+            # Counted from the failure, not from the last request: editors that keep asking
+            # must not keep a failed worker alive (the next one loads the file afresh).
+            if self.state == "failed" and time.monotonic() - self.loaded_at > FAILED_LINGER_S and not self.jobs:
                 log.info("exiting: model failed to load")
+                self.stop.set()
+            try:
+                await self._check_socket()
+            except OSError as e:
+                log.warning("cannot check or rebind the socket: %s", e)
+            if self.orphaned and not self.jobs:
                 self.stop.set()
             if not busy and idle > self.idle_timeout:
                 log.info("exiting after %.0f s idle", idle)
@@ -312,28 +373,60 @@ class Worker:
             return InfillRequest(p["prefix"], p["suffix"], language=p["language"], path=p["path"])
 
         t0 = time.perf_counter()
+        degraded: dict[int, str] = {}
         try:
             if len(batch) == 1:
                 (job,) = batch
-                p = job.params
-                results = [self.engine.infill(request(job), n=p["n"], canvas_length=p["canvas_length"], seed=p["seed"],
-                                              budget_ms=p["budget_ms"], on_step=lambda _: job.cancel.is_set())]
+                results = [self._infer_one(job, request(job), degraded)]
             else:
                 items = [BatchItem(request(j), j.params["n"], j.params["budget_ms"], j.cancel.is_set) for j in batch]
-                results = self.engine.infill_many(items, canvas_length=batch[0].params["canvas_length"])
+                try:
+                    results = self.engine.infill_many(items, canvas_length=batch[0].params["canvas_length"])
+                except Exception as e:  # noqa: BLE001 - only out-of-memory is retried
+                    if not out_of_memory(e):
+                        raise
+                    free_memory()
+                    log.warning("out of memory for a batch of %d requests; running them one by one", len(batch))
+                    results = [self._infer_one(j, request(j), degraded) for j in batch]
         except EngineError as e:
             return [{"id": j.id, "ok": False, "error": str(e)} for j in batch]
-        except Exception as e:  # noqa: BLE001 - one failed request must not take the worker down
-            log.exception("infill failed")
-            error = f"internal error: {type(e).__name__}: {e}".splitlines()[0]
+        except Exception as e:  # noqa: BLE001 - out of memory even at the smallest size
+            if not out_of_memory(e):
+                log.exception("infill failed")
+                error = f"internal error: {type(e).__name__}: {e}".splitlines()[0]
+                return [{"id": j.id, "ok": False, "error": error} for j in batch]
+            free_memory()
+            error = f"out of memory even for 1 candidate of {MIN_OOM_CANVAS} tokens on {self.device or 'the default device'}"
             return [{"id": j.id, "ok": False, "error": error} for j in batch]
         self.served += len(batch)
         self.batches += 1
         self.largest_batch = max(self.largest_batch, len(batch))
         self.last_latency_ms = (time.perf_counter() - t0) * 1e3
         self.cancelled += sum(j.cancel.is_set() for j in batch)
-        return [{"id": j.id, "ok": True, "result": dataclasses.asdict(r), "cancelled": j.cancel.is_set()}
+        return [{"id": j.id, "ok": True, "result": dataclasses.asdict(r), "cancelled": j.cancel.is_set(),
+                 **({"degraded": degraded[j.id]} if j.id in degraded else {})}
                 for j, r in zip(batch, results)]
+
+    def _infer_one(self, job: Job, req, degraded: dict[int, str]):
+        """One request; out of memory, retried with half the candidates down to one, then
+        half the canvas down to MIN_OOM_CANVAS tokens (the reply says what it got)."""
+        p = job.params
+        n, length = p["n"], p["canvas_length"] or self.engine.cfg.canvas_length
+        asked = (n, length)
+        while True:
+            try:
+                result = self.engine.infill(req, n=n, canvas_length=length, seed=p["seed"], budget_ms=p["budget_ms"],
+                                            on_step=lambda _: job.cancel.is_set())
+            except Exception as e:  # noqa: BLE001 - only out-of-memory is retried
+                if not out_of_memory(e) or (n == 1 and length <= MIN_OOM_CANVAS):
+                    raise
+                free_memory()
+                n, length = (n // 2, length) if n > 1 else (n, max(MIN_OOM_CANVAS, length // 2))
+                log.warning("out of memory; retrying with %d candidates of %d tokens", n, length)
+                continue
+            if (n, length) != asked:
+                degraded[job.id] = f"out of memory: gave {n} of {asked[0]} candidates, canvas {length} of {asked[1]} tokens"
+            return result
 
     # --- status
 

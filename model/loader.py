@@ -50,8 +50,13 @@ def _names(items: list[str], limit: int = 5) -> str:
     return shown + (f" (+{len(items) - limit} more)" if len(items) > limit else "")
 
 
+MAX_JSON_BYTES = 16 * 2**20  # config.json and shard indexes are kilobytes; refuse a huge one unread
+
+
 def _read_json(path: Path, what: str) -> dict:
     try:
+        if path.stat().st_size > MAX_JSON_BYTES:
+            raise CheckpointError(f"{path}: {what} is over {MAX_JSON_BYTES // 2**20} MiB; refusing to read it")
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise CheckpointError(f"{path.parent}: no {what} ({path.name})") from None

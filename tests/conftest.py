@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
+from hypothesis import HealthCheck, settings
+
+# One fixed hypothesis profile: derandomized (the same cases every run, in CI and here) and no
+# example database; `HYPOTHESIS_PROFILE=explore` draws new cases when hunting for bugs.
+_quiet = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture]
+settings.register_profile("ci", derandomize=True, database=None, deadline=None, suppress_health_check=_quiet)
+settings.register_profile("explore", derandomize=False, deadline=None, suppress_health_check=_quiet)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 @pytest.fixture(scope="session")

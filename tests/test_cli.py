@@ -65,7 +65,7 @@ def test_model_from_local_hugging_face_cache(random_checkpoint, tmp_path):
 @pytest.mark.parametrize("args,fragments", [
     (["--model", "/no/such/dir"], ["neither a directory nor in the local Hugging Face cache"]),
     (["--model", "acme/not-cached"], ["neither a directory nor in the local Hugging Face cache"]),
-    (["--prefix-file", "/no/such/file.py"], ["cannot read prefix file /no/such/file.py"]),
+    (["--prefix-file", "/no/such/file.py"], ["cannot read prefix file: /no/such/file.py: no such file"]),
     (["--n", "0"], ["--n must be at least 1"]),
 ])
 def test_bad_input_is_one_line_and_exit_2(random_checkpoint, args, fragments):
@@ -160,15 +160,40 @@ def test_complete_inside_a_string_says_so_without_loading_a_model(tmp_path):
     ("latin1.py", "caf\xe9 = 1\n".encode("latin-1"), "{path}:1", ["is not UTF-8 text (invalid byte at offset 3)"]),
     ("notes.txt", "hello\n", "{path}:1", ["no language for .txt"]),
     ("dir.py", "DIR", "{path}:1", ["is a directory"]),
+    ("cut.py", "x = '漢'\n".encode()[:-3], "{path}:1", ["is not UTF-8 text"]),  # a sequence cut short
+    ("cesu.py", b"x = '\xed\xa0\x80'\n", "{path}:1", ["is not UTF-8 text (invalid byte at offset 5)"]),  # a surrogate
+    ("utf16.py", "x = 1\n".encode("utf-16"), "{path}:1", ["looks binary"]),
+    ("fifo.py", "FIFO", "{path}:1", ["is not a regular file"]),  # would block forever
 ])
 def test_complete_bad_input(tmp_path, random_checkpoint, name, content, location, fragments):
     path = tmp_path / name
     if content == "DIR":
         path.mkdir()
+    elif content == "FIFO":
+        os.mkfifo(path)
     elif content is not None:
         write(tmp_path, name, content)
     proc = dgls("complete", location.format(path=path), "--model", str(random_checkpoint))
     assert_one_line_error(proc, *fragments)
+
+
+@pytest.mark.parametrize("content, fragment", [
+    (b"caf\xe9\n", "is not UTF-8 text (invalid byte at offset 3)"),
+    (b"x\x00y", "looks binary"),
+    ("/dev/zero", "is not a regular file"),
+])
+def test_infill_prefix_files_are_checked_like_sources(tmp_path, random_checkpoint, content, fragment):
+    path = content if isinstance(content, str) else write(tmp_path, "prefix.py", content)
+    proc = dgls("infill", "--prefix-file", str(path), "--model", str(random_checkpoint))
+    assert_one_line_error(proc, "cannot read prefix file", fragment)
+
+
+def test_a_huge_config_json_is_refused_unread(tmp_path, random_checkpoint):
+    import shutil
+
+    model = shutil.copytree(random_checkpoint, tmp_path / "m")
+    (model / "config.json").write_bytes(b" " * (17 * 2**20))
+    assert_one_line_error(dgls("infill", "--prefix", "x = ", "--model", str(model)), "config", "over 16 MiB")
 
 
 def test_complete_refuses_huge_files(tmp_path, random_checkpoint):

@@ -19,3 +19,10 @@ def test_offsets_round_trip_and_clamp():
     assert offset_at(text, 0, 99) == 2  # clamped to the line's end, before "\r\n"
     assert offset_at(text, 99, 0) == len(text)
     assert offset_at(text, -1, 0) == 0
+
+
+def test_lone_surrogates_become_replacement_characters_in_place():
+    from dgls.text import valid_unicode
+
+    assert valid_unicode("a\ud800b\udfff🎉") == "a\ufffdb\ufffd🎉"
+    assert valid_unicode("plain") == "plain"

@@ -170,3 +170,18 @@ async def test_seeded_requests_are_not_batched(client):
     for _, reply in sent:
         unwrap(await reply)
     assert (await client.request("health"))["largest_batch"] == 1
+
+
+def test_out_of_memory_is_recognised_on_cuda_and_host():
+    """What the worker retries smaller: CUDA's error type, Python's, the CPU allocator's text
+    (tests/e2e/test_faults.py drives a real host OOM end to end)."""
+    import torch
+
+    from dgls.worker import out_of_memory
+
+    assert out_of_memory(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"))
+    assert out_of_memory(MemoryError())
+    assert out_of_memory(RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 8 bytes"))
+    assert out_of_memory(RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: not enough memory"))
+    assert not out_of_memory(RuntimeError("shape mismatch"))
+    assert not out_of_memory(ValueError("out of memory"))  # not an allocator's error type

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from pathlib import Path
 
 from ..model.api import InfillResult
@@ -22,6 +23,7 @@ class LocalBackend:
         spec = self.spec_for(options)
         if spec is None:
             raise NoModel("no model configured: set dgls's `model` option or $DGLS_MODEL")
+        self.options = options
         self.model = spec.model
         self.spec = spec
         self.client = WorkerClient(self.spec)
@@ -53,7 +55,9 @@ class LocalBackend:
             inflight.stop = lambda: self.client.cancel(rid)
             if inflight.cancelled.is_set():  # superseded while the request was being sent
                 await self.client.cancel(rid)
-            data = unwrap(await reply)
+            raw = await self._reply_within(rid, reply, prep.budget_ms)
+            inflight.note = raw.get("degraded")
+            data = unwrap(raw)
             return None if data is None else result_from_wire(data)
         except TypeError as e:  # a reply of another shape (a worker of another dgls version)
             raise BackendError(f"unexpected reply from the worker ({e})") from None
@@ -61,6 +65,27 @@ class LocalBackend:
             raise BackendUnavailable(str(e)) from None
         except WorkerError as e:
             raise BackendError(str(e)) from None
+
+    async def _reply_within(self, rid: int, reply: asyncio.Future, budget_ms: float | None) -> dict:
+        """The worker's reply, or WorkerUnavailable when a wedged worker (stopped, stuck, on a
+        machine that froze) gives neither it within the budget plus `worker_grace_ms` nor an
+        answer to `health` within `worker_grace_ms`. A worker that answers `health` is loading
+        its model or busy with other editors' requests (it keeps budgets itself): wait on."""
+        grace = self.options.worker_grace_ms / 1e3
+        wait = (budget_ms or 0) / 1e3 + grace
+        started = time.monotonic()
+        while True:
+            try:
+                return await asyncio.wait_for(asyncio.shield(reply), wait)
+            except asyncio.TimeoutError:
+                pass
+            try:
+                await asyncio.wait_for(self.client.request("health"), grace)
+            except (asyncio.TimeoutError, WorkerUnavailable, WorkerError):
+                reply.add_done_callback(lambda f: f.cancelled() or f.exception())  # a late reply is dropped
+                await self.client.cancel(rid)
+                raise WorkerUnavailable(f"the worker did not answer within {time.monotonic() - started:.1f} s") from None
+            wait = grace
 
     async def refresh(self, status) -> None:
         """The worker's state, device and pid into `status`; quiet when it is gone."""

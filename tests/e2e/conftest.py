@@ -62,9 +62,12 @@ def worker_health(runtime) -> list[dict]:
             size = int.from_bytes(s.recv(4), "big")
             data = b""
             while len(data) < size:
-                data += s.recv(size - len(data))
+                chunk = s.recv(size - len(data))
+                if not chunk:
+                    raise ConnectionError("the worker closed the connection (exiting)")
+                data += chunk
             out.append(msgpack.unpackb(data)["result"])
-        except OSError:
+        except (OSError, ValueError, KeyError):  # gone, or going: not a live worker
             pass
         finally:
             s.close()
