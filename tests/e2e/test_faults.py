@@ -138,8 +138,11 @@ async def test_a_truncated_or_swapped_model_file_is_reported_then_recovers(start
         for pid in worker_pids(runtime):  # a restart (idle exit, crash) must load the file again
             os.kill(pid, signal.SIGTERM)
         await eventually(lambda: not worker_pids(runtime), 10)
-        assert not await suggests(client, answer)
-        said = [m.message for m in client.log_messages if expected in m.message]
+        for _ in range(3):  # the first request may still meet the old worker's closing connection
+            assert not await suggests(client, answer)
+            said = [m.message for m in client.log_messages if expected in m.message]
+            if said:
+                break
         assert said and all("\n" not in m for m in said)
         assert (await status(client))["state"] == "unavailable"
         weights.write_bytes(good)
