@@ -17,33 +17,21 @@ import argparse
 import os
 import platform
 import signal
-import socket
 import sys
 import tempfile
 from pathlib import Path
 
-import msgpack
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.e2e.conftest import SMALL  # noqa: E402
+from tests.e2e.conftest import SMALL, worker_health  # noqa: E402
 from tests.support.load import run_load  # noqa: E402
 from tests.support.raw_lsp import RawServer  # noqa: E402
 
 
 def worker_pid(runtime: Path) -> int:
-    (sock,) = runtime.glob("*.sock")
-    s = socket.socket(socket.AF_UNIX)
-    s.connect(str(sock))
-    body = msgpack.packb({"id": 1, "op": "health"})
-    s.sendall(len(body).to_bytes(4, "big") + body)
-    size = int.from_bytes(s.recv(4), "big")
-    data = b""
-    while len(data) < size:
-        data += s.recv(size - len(data))
-    s.close()
-    return msgpack.unpackb(data)["result"]["pid"]
+    return worker_health(runtime)[0]["pid"]
 
 
 def phase(n: int, model: Path, answer: str, seconds: float, runtime: Path):

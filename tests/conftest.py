@@ -53,3 +53,14 @@ def fixed_checkpoint(request, tmp_path_factory):
         shutil.rmtree(cached)
         shutil.copytree(trained, cached)
     return cached
+
+
+@pytest.fixture
+def contract(fixed_checkpoint):
+    """A vLLM 0.33 contract server (tests/support/vllm_contract.py) answering with the fixed model."""
+    from .support.vllm_contract import ContractServer
+
+    server = ContractServer(fixed_checkpoint)
+    server.start()
+    yield server
+    server.stop()

@@ -25,15 +25,6 @@ from dgls.model.tokenizer import Tokenizer
 from dgls.options import DEFAULTS
 
 from .support.fixed_model import CANVAS, answer_of
-from .support.vllm_contract import ContractServer
-
-
-@pytest.fixture
-def contract(fixed_checkpoint):
-    server = ContractServer(fixed_checkpoint)
-    server.start()
-    yield server
-    server.stop()
 
 
 def options(url, checkpoint=None, **changes):

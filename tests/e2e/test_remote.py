@@ -7,22 +7,12 @@ import asyncio
 import contextlib
 import time
 
-import pytest
 from lsprotocol import types as t
 
-from ..support.vllm_contract import ContractServer
 from ..test_vllm_backend import free_port
 from .conftest import change, inline, open_doc, vscode
 
 URI = "file:///project/app.py"
-
-
-@pytest.fixture
-def contract(fixed_checkpoint):
-    server = ContractServer(fixed_checkpoint)
-    server.start()
-    yield server
-    server.stop()
 
 
 def remote(url, checkpoint, **more) -> dict:
