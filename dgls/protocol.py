@@ -203,7 +203,7 @@ async def read_frames(reader, protocol: DglsProtocol, stop) -> None:
         if not headers:
             continue  # a stray blank line
         length = headers.get("content-length", "")
-        if not length.isdigit():
+        if not (length.isascii() and length.isdigit()) or len(length) > 12:  # '²'.isdigit() is True
             # Where the body ends is unknown: the lines that follow are read as headers
             # until the next blank line.
             protocol.reply_error(None, JsonRpcParseError(f"missing or bad Content-Length header {length!r}"))

@@ -18,7 +18,7 @@ from . import __version__
 from .documents import from_offset
 from .options import from_config_file, from_settings
 from .protocol import DglsProtocol, StdinLines, StreamLines, read_frames
-from .service import State, Suggestions, cancel_document, language_of, suggest, warm_up
+from .service import State, Suggestions, language_of, suggest, take_inflight, warm_up
 
 log = logging.getLogger(__name__)
 
@@ -130,19 +130,28 @@ def did_open(ls: DglsServer, params: t.DidOpenTextDocumentParams) -> None:
     ls.state.documents.open(d.uri, d.language_id, d.version, d.text)
 
 
+# didChange and didClose are plain functions, like didOpen: pygls runs async handlers as
+# tasks, so an async close could run after the didOpen that followed it and drop the
+# reopened document. The backend's cancel runs in the background.
 @server.feature(t.TEXT_DOCUMENT_DID_CHANGE)
-async def did_change(ls: DglsServer, params: t.DidChangeTextDocumentParams) -> None:
+def did_change(ls: DglsServer, params: t.DidChangeTextDocumentParams) -> None:
     d = params.text_document
     ls.state.documents.change(d.uri, d.version, params.content_changes, ls.state.encoding)
-    await cancel_document(ls.state, d.uri)
+    _cancel_soon(ls, d.uri)
 
 
 @server.feature(t.TEXT_DOCUMENT_DID_CLOSE)
-async def did_close(ls: DglsServer, params: t.DidCloseTextDocumentParams) -> None:
+def did_close(ls: DglsServer, params: t.DidCloseTextDocumentParams) -> None:
     uri = params.text_document.uri
-    await cancel_document(ls.state, uri)
+    _cancel_soon(ls, uri)
     ls.state.documents.close(uri)
     ls.state.typed.forget(uri)
+
+
+def _cancel_soon(ls: DglsServer, uri: str) -> None:
+    current = take_inflight(ls.state, uri)
+    if current is not None:
+        ls.spawn(current.cancel())
 
 
 def _range(ls: DglsServer, text: str, start: int, end: int) -> t.Range:

@@ -113,10 +113,13 @@ def language_of(doc: TextDocument) -> Language | None:
     return lang
 
 
-async def cancel_document(state: State, uri: str) -> None:
+def take_inflight(state: State, uri: str) -> Inflight | None:
+    """Take `uri`'s request out of flight at once: it will not answer. The caller then
+    awaits its `cancel()`, which also stops the backend's work."""
     current = state.inflight.pop(uri, None)
     if current is not None:
-        await current.cancel()
+        current.cancelled.set()
+    return current
 
 
 @dataclass

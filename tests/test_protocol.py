@@ -6,6 +6,11 @@ waits forever); dgls/protocol.py answers it. No model here: these are protocol a
 from __future__ import annotations
 
 import json
+import os
+import socket
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -79,6 +84,11 @@ def test_garbage_frames_get_errors_with_a_null_id(server):
     server.wait_null_errors(len(cases) + 1)
     server.send_bytes(b"X-Unknown: 1\r\n\r\n")
     server.wait_null_errors(len(cases) + 2)
+    # Digits Python's int() refuses: a superscript two ('\xb2' in latin-1), and 5000 digits.
+    server.send_bytes(b"Content-Length: \xb2\r\n\r\n")
+    server.wait_null_errors(len(cases) + 3)
+    server.send_bytes(b"Content-Length: " + b"9" * 5000 + b"\r\n\r\n")
+    server.wait_null_errors(len(cases) + 4)
     assert "result" in server.call("workspace/executeCommand", {"command": "dgls.status"})
 
 
@@ -137,3 +147,79 @@ def test_every_request_in_a_burst_is_answered_once(server):
     for msg_id in ids:
         server.wait(msg_id)
     assert all(len(server.replies[i]) == 1 for i in ids)
+
+
+def frame(message: dict) -> bytes:
+    body = json.dumps(message).encode()
+    return b"Content-Length: %d\r\n\r\n" % len(body) + body
+
+
+def test_a_close_and_reopen_in_one_read_keeps_the_reopened_document(tmp_path):
+    """VS Code closes and reopens a document when its language changes; over TCP both
+    notifications often arrive in one read. The reopened document must be there after."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    runtime = tmp_path / "rt"
+    runtime.mkdir(mode=0o700)
+    env = {**os.environ, "DGLS_RUNTIME_DIR": str(runtime), "DGLS_MODEL": str(tmp_path / "no-model")}
+    proc = subprocess.Popen([sys.executable, "-m", "dgls.cli", "serve", "--tcp", f"127.0.0.1:{port}"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                conn = socket.create_connection(("127.0.0.1", port), timeout=30)
+                break
+            except OSError:
+                assert time.monotonic() < deadline and proc.poll() is None, "dgls serve --tcp did not listen"
+                time.sleep(0.1)
+        with conn:
+            replies = conn.makefile("rb")
+            conn.sendall(frame({"jsonrpc": "2.0", "id": 1, "method": "initialize",
+                                "params": {"processId": None, "rootUri": None, "capabilities": {},
+                                           # a remote backend that is down: its start-up check runs alongside
+                                           "initializationOptions": {"backend": "vllm",
+                                                                     "remoteUrl": "http://127.0.0.1:9"}}}))
+            assert read_reply(replies, 1)
+            conn.sendall(frame({"jsonrpc": "2.0", "method": "initialized", "params": {}}))
+            for version in range(1, 11):
+                reopened = {"textDocument": {"uri": URI, "languageId": "python", "version": version,
+                                             "text": f"b = {version}\n"}}
+                conn.sendall(frame({"jsonrpc": "2.0", "method": "textDocument/didClose",
+                                    "params": {"textDocument": {"uri": URI}}})
+                             + frame({"jsonrpc": "2.0", "method": "textDocument/didOpen", "params": reopened}))
+                time.sleep(0.05)  # both handled before the question
+                conn.sendall(frame({"jsonrpc": "2.0", "id": 100 + version, "method": "workspace/executeCommand",
+                                    "params": {"command": "dgls.document", "arguments": [URI]}}))
+                got = read_reply(replies, 100 + version)["result"]
+                assert got is not None and got["version"] == version
+    finally:
+        proc.kill()
+        proc.wait(10)
+
+
+def read_reply(stream, msg_id) -> dict:
+    while True:
+        headers = {}
+        while (line := stream.readline()) not in (b"\r\n", b""):
+            name, _, value = line.decode("latin-1").partition(":")
+            headers[name.strip().lower()] = value.strip()
+        assert headers, "the server closed the connection"
+        message = json.loads(stream.read(int(headers["content-length"])))
+        if message.get("id") == msg_id and "method" not in message:
+            return message
+
+
+def test_a_model_path_that_does_not_exist_is_said_once_not_an_internal_error(server):
+    """DGLS_MODEL names a directory that is not there: each request gets an empty answer
+    (no error reply, no traceback) and the editor's log says why, once."""
+    server.initialize()
+    server.notify("textDocument/didOpen", {"textDocument": {"uri": URI, "languageId": "python", "version": 1,
+                                                            "text": "def f(x):\n    return \n"}})
+    for _ in range(3):
+        reply = server.call(INLINE, inline_params(position={"line": 1, "character": 11}))
+        assert "error" not in reply and not (reply["result"] or {}).get("items")
+    said = [n["params"]["message"] for n in server.notifications
+            if n["method"] == "window/logMessage" and "no-model" in n["params"]["message"]]
+    assert len(said) == 1 and "\n" not in said[0]
