@@ -418,7 +418,7 @@ class Worker:
                 result = self.engine.infill(req, n=n, canvas_length=length, seed=p["seed"], budget_ms=p["budget_ms"],
                                             on_step=lambda _: job.cancel.is_set())
             except Exception as e:  # noqa: BLE001 - only out-of-memory is retried
-                if not out_of_memory(e) or (n == 1 and length <= MIN_OOM_CANVAS):
+                if not out_of_memory(e) or job.cancel.is_set() or (n == 1 and length <= MIN_OOM_CANVAS):
                     raise
                 free_memory()
                 n, length = (n // 2, length) if n > 1 else (n, max(MIN_OOM_CANVAS, length // 2))

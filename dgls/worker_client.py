@@ -26,6 +26,10 @@ from .model.api import InfillCandidate, InfillRequest, InfillResult
 log = logging.getLogger(__name__)
 
 
+# A cancel is best effort: a worker that has not read it by then is wedged, and the
+# request's own bounded wait gives up on it.
+CANCEL_SEND_S = 1.0
+
 class WorkerUnavailable(RuntimeError):
     """No worker could be reached or started; the message is one line."""
 
@@ -175,8 +179,9 @@ class WorkerClient:
     async def cancel(self, rid: int) -> None:
         """Stop request `rid` at its next denoising step (its reply then says cancelled)."""
         if self.connected:
-            with contextlib.suppress(WorkerUnavailable, ConnectionError):
-                await self.send("cancel", target=rid)
+            with contextlib.suppress(WorkerUnavailable, ConnectionError, asyncio.TimeoutError):
+                _, reply = await asyncio.wait_for(self.send("cancel", target=rid), CANCEL_SEND_S)
+                reply.add_done_callback(lambda f: f.cancelled() or f.exception())  # nobody awaits it
 
     async def infill(self, req: InfillRequest, *, n: int, canvas_length: int, budget_ms: float | None,
                      seed: int | None) -> tuple[int, asyncio.Future]:

@@ -9,6 +9,7 @@ refused. Every failure is a `CheckpointError` whose message is one line.
 from __future__ import annotations
 
 import json
+import stat
 from dataclasses import dataclass, replace
 from collections.abc import Callable
 from pathlib import Path
@@ -55,7 +56,10 @@ MAX_JSON_BYTES = 16 * 2**20  # config.json and shard indexes are kilobytes; refu
 
 def _read_json(path: Path, what: str) -> dict:
     try:
-        if path.stat().st_size > MAX_JSON_BYTES:
+        st = path.stat()
+        if not stat.S_ISREG(st.st_mode):  # a FIFO or /dev/zero reports size 0 and never ends
+            raise CheckpointError(f"{path}: {what} is not a regular file")
+        if st.st_size > MAX_JSON_BYTES:
             raise CheckpointError(f"{path}: {what} is over {MAX_JSON_BYTES // 2**20} MiB; refusing to read it")
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:

@@ -27,7 +27,22 @@ class LocalBackend:
         self.model = spec.model
         self.spec = spec
         self.client = WorkerClient(self.spec)
-        self._tokenizer = None
+        self._tokenizer = self._load_tokenizer(spec.model)
+
+    @staticmethod
+    def _load_tokenizer(model: str):
+        """The model's tokenizer, or NoModel in one line: a model path that is wrong is said
+        once, not met as an internal error on every keystroke."""
+        from ..model.paths import CheckpointError, resolve
+        from ..model.tokenizer import Tokenizer
+
+        try:
+            return Tokenizer.from_file(Path(resolve(model)) / "tokenizer.json")
+        except CheckpointError as e:
+            raise NoModel(str(e)) from None
+        except Exception as e:  # noqa: BLE001 - the tokenizers library raises plain Exception
+            first = (str(e).splitlines() or [type(e).__name__])[0]
+            raise NoModel(f"cannot read the tokenizer of {model}: {first}") from None
 
     @staticmethod
     def spec_for(options: Options) -> WorkerSpec | None:
@@ -39,19 +54,20 @@ class LocalBackend:
         return ("local", cls.spec_for(options))
 
     def count_tokens(self, text: str) -> int:
-        if self._tokenizer is None:
-            from ..model.paths import resolve
-            from ..model.tokenizer import Tokenizer
-
-            self._tokenizer = Tokenizer.from_file(Path(resolve(self.model)) / "tokenizer.json")
         return len(self._tokenizer.encode(text))
 
     async def infill(self, prep, n: int, inflight) -> InfillResult | None:
         """n candidates for a prepared request; None when `inflight` is cancelled (the worker
         stops at its next denoising step). A budget that runs out keeps the best canvas so far."""
+        grace = self.options.worker_grace_ms / 1e3
         try:
-            rid, reply = await self.client.infill(prep.request, n=n, canvas_length=prep.canvas_length,
-                                                  budget_ms=prep.budget_ms, seed=None)
+            try:  # a worker that stopped reading fills the socket buffer: sending waits too
+                rid, reply = await asyncio.wait_for(
+                    self.client.infill(prep.request, n=n, canvas_length=prep.canvas_length,
+                                       budget_ms=prep.budget_ms, seed=None), grace)
+            except asyncio.TimeoutError:
+                await self.client.close()
+                raise WorkerUnavailable(f"the worker did not take the request within {grace:g} s") from None
             inflight.stop = lambda: self.client.cancel(rid)
             if inflight.cancelled.is_set():  # superseded while the request was being sent
                 await self.client.cancel(rid)
@@ -80,18 +96,29 @@ class LocalBackend:
             except asyncio.TimeoutError:
                 pass
             try:
-                await asyncio.wait_for(self.client.request("health"), grace)
-            except (asyncio.TimeoutError, WorkerUnavailable, WorkerError):
+                await self._ask("health")
+            except (WorkerUnavailable, WorkerError):
                 reply.add_done_callback(lambda f: f.cancelled() or f.exception())  # a late reply is dropped
-                await self.client.cancel(rid)
+                # Drop the connection: the next request reconnects (or starts a new worker)
+                # instead of queueing behind this one.
+                await self.client.close()
                 raise WorkerUnavailable(f"the worker did not answer within {time.monotonic() - started:.1f} s") from None
             wait = grace
+
+    async def _ask(self, op: str) -> dict:
+        """A status question (health, info): the worker answers these from its event loop,
+        while loading or denoising too, so one unanswered within the grace means it is wedged."""
+        grace = self.options.worker_grace_ms / 1e3
+        try:
+            return await asyncio.wait_for(self.client.request(op), grace)
+        except asyncio.TimeoutError:
+            raise WorkerUnavailable(f"the worker did not answer within {grace:g} s") from None
 
     async def refresh(self, status) -> None:
         """The worker's state, device and pid into `status`; quiet when it is gone."""
         with contextlib.suppress(WorkerUnavailable, WorkerError, KeyError, TypeError):
-            health = await self.client.request("health")
-            info = await self.client.request("info")
+            health = await self._ask("health")
+            info = await self._ask("info")
             status.state = health["state"] if health["state"] != "failed" else "unavailable"
             status.message = health["error"]
             status.device, status.worker_pid = info.get("device"), health["pid"]
@@ -102,7 +129,7 @@ class LocalBackend:
             await self.client.connect()
             progress.begin(f"Loading {Path(self.model).name}")
             while True:
-                health = await self.client.request("health")
+                health = await self._ask("health")
                 if health["state"] == "loading":
                     status.state = "loading"
                     done, total = health["progress"]

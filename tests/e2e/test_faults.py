@@ -64,12 +64,36 @@ async def test_a_wedged_worker_times_out_and_recovers_when_it_resumes(start, run
         assert await asyncio.wait_for(inline(client, "file:///project/b.py", 0, 4), 30) is None
         assert loop.time() - began < 15  # budget 0.5 s + grace 1 s (+ 1 s for health), not forever
         info = await status(client)
-        assert info["state"] == "unavailable" and "did not answer within" in info["message"]
+        assert info["state"] == "unavailable" and "did not answer within" in info["message"], [m.message for m in client.log_messages]
     finally:
         os.kill(pid, signal.SIGCONT)
     open_doc(client, "file:///project/c.py", "def g(item):\n    return \n")  # not in the cache
     assert await eventually(lambda: suggests(client, answer, "file:///project/c.py"))
     assert (await status(client))["state"] == "ready" and worker_pids(runtime) == [pid]
+
+
+async def test_a_stopped_worker_with_a_full_socket_does_not_hang_requests(start, runtime, answer):
+    """Requests bigger than the socket's buffer to a worker that reads nothing: sending
+    itself waits, so the send is bounded too, and the connection given up on is dropped
+    (before, the second request never came back)."""
+    client = await start(vscode(), maxLatencyMs=500, workerGraceMs=1000, prefixTokens=1_000_000)
+    open_doc(client, URI, CODE)
+    assert await suggests(client, answer)
+    (pid,) = worker_pids(runtime)
+    big = "file:///project/big.py"
+    lines = 60_000
+    open_doc(client, big, "x = 1\n" * lines + "def f(value):\n    return \n")  # ~360 kB of prompt
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        loop = asyncio.get_running_loop()
+        for _ in range(3):
+            began = loop.time()
+            assert await asyncio.wait_for(inline(client, big, lines + 1, 11), 60) is None
+            assert loop.time() - began < 20
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    open_doc(client, "file:///project/d.py", "def h(item):\n    return \n")
+    assert await eventually(lambda: suggests(client, answer, "file:///project/d.py"))
 
 
 async def test_a_deleted_socket_is_bound_again(start, runtime, answer):
