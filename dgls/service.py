@@ -39,6 +39,7 @@ class Inflight:
     cancelled: asyncio.Event = field(default_factory=asyncio.Event)
     stop: Callable[[], Awaitable] | None = None  # set by a backend that must be told (the worker)
     note: str | None = None  # set by a backend that gave less than asked (out of memory)
+    fell_back: bool = False  # answered by the local fallback: not cached under the remote's key
 
     async def cancel(self) -> None:
         self.cancelled.set()
@@ -197,7 +198,8 @@ async def _suggest(state: State, doc: TextDocument, me: Inflight, line: int, cha
     result = await _run(state, backend, prep, n, me, warn)
     if result is None or me.cancelled.is_set() or doc.version != version:
         return None
-    state.exact.put(key, result)
+    if not me.fell_back:
+        state.exact.put(key, result)
     completion = finish(prep, result)
     state.status.last_latency_ms = round((time.perf_counter() - prep.started) * 1e3, 1)
     state.status.served += 1
@@ -235,6 +237,7 @@ def _said(backend, error: BackendError) -> str:
 
 
 async def _run_fallback(state: State, prep: Prepared, n: int, me: Inflight, warn) -> InfillResult | None:
+    me.fell_back = True
     try:
         return await state.get_fallback().infill(prep, n, me)
     except BackendError as e:  # NoModel included

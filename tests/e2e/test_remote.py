@@ -120,6 +120,8 @@ async def test_fallback_to_the_local_worker_when_the_server_is_down(start, fixed
     result = await inline(client, URI, 1, 11)
     assert result.items and result.items[0].insert_text.startswith(answer)
     assert len(said(client, "using the local worker instead")) == 1
+    # not cached as the remote model's answer (served again once the server is back)
+    assert (await status(client))["cache_entries"] == 0
 
 
 async def test_close_and_client_cancel_abort_the_remote_request(start, contract, fixed_checkpoint):
