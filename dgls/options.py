@@ -91,6 +91,9 @@ _POSITIVE = {"debounce_ms", "cache_entries"}  # may be 0; the rest of the number
 def _check(name: str, value, default):
     """The value converted to the field's type, or raise ValueError with the reason."""
     if name == "remote_url":
+        if isinstance(value, str) and "@" in value.split("//", 1)[-1].split("/", 1)[0]:
+            # It would show in every log line and status; the key has its own variable.
+            raise ValueError("no user:password@ in the URL; put the API key in the remoteApiKeyEnv variable")
         if value is None or (isinstance(value, str) and value.startswith(("http://", "https://"))):
             return value
         raise ValueError("expected an http:// or https:// URL or null")
@@ -152,7 +155,8 @@ def from_settings(settings: object, base: Options = DEFAULTS) -> tuple[Options, 
         try:
             changes[f.name] = _check(f.name, value, getattr(DEFAULTS, f.name))
         except ValueError as e:
-            problems.append(f"setting {key}={value!r} ignored: {e}")
+            shown = "…" if f.name == "remote_url" else repr(value)  # it may hold a password
+            problems.append(f"setting {key}={shown} ignored: {e}")
     return dataclasses.replace(base, **changes), problems
 
 

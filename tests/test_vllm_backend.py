@@ -291,6 +291,8 @@ def test_remote_settings_are_checked_like_the_others(tmp_path):
     # A workspace's settings cannot make dgls send another secret of the environment.
     options, problems = from_settings({"remoteApiKeyEnv": "AWS_SECRET_ACCESS_KEY"})
     assert options == DEFAULTS and "starting with DGLS_" in problems[0]
+    options, problems = from_settings({"remoteUrl": "https://me:s3cret@gpu:8000"})
+    assert options == DEFAULTS and "remoteApiKeyEnv" in problems[0] and "s3cret" not in problems[0]
     config = tmp_path / "c.toml"
     config.write_text('backend = "vllm"\nremoteUrl = "http://h:1"\n')
     options, problems = from_config_file(DEFAULTS, config)
