@@ -26,7 +26,8 @@ PROMPT_FORMATS = ("auto", "gemma-chat", "fim")
 
 @dataclass(frozen=True)
 class Options:
-    model: str | None = opt(None, "checkpoint directory or local Hugging Face cache id; unset: $DGLS_MODEL, else dgls-tiny")
+    model: str | None = opt(None, "checkpoint directory or local Hugging Face cache id; unset: $DGLS_MODEL, else dgls-tiny",
+                             machine=True)
     device: str | None = opt(None, "`cpu` or `cuda`; unset: CUDA when present")
     dtype: str = opt("auto", "`auto` (bf16 on CUDA, fp32 on CPU), `float32`, `bfloat16`, `float16`")
     debounce_ms: int = opt(150, "wait before an automatic request runs; a newer keystroke replaces it")
@@ -48,17 +49,19 @@ class Options:
                                      "health check within this long is given up on (no suggestion)")
     # A remote vLLM (>= 0.33) serving DiffusionGemma instead of the local worker (docs/remote-vllm.md).
     backend: str = opt("local", "`local` (the worker on this machine) or `vllm` (a vLLM server at `remoteUrl`)",
-                       choices=BACKENDS)
-    remote_url: str | None = opt(None, "base URL of the vLLM server, e.g. `https://gpu.example.com:8000`")
-    remote_model: str | None = opt(None, "the served model name; unset: the first one the server lists")
+                       choices=BACKENDS, machine=True)
+    remote_url: str | None = opt(None, "base URL of the vLLM server, e.g. `https://gpu.example.com:8000`",
+                                machine=True)
+    remote_model: str | None = opt(None, "the served model name; unset: the first one the server lists",
+                                  machine=True)
     remote_api_key_env: str = opt("DGLS_VLLM_API_KEY", "environment variable (named `DGLS_…`) holding the API key, "
-                                  "sent as a Bearer token; the key itself is never a setting")
+                                  "sent as a Bearer token; the key itself is never a setting", machine=True)
     remote_connect_timeout_s: float = opt(2.0, "seconds to open a connection to the vLLM server")
     remote_read_timeout_s: float = opt(10.0, "seconds to wait for a health or model-list answer; a suggestion "
                                        "waits at most its latency budget")
     remote_tokenizer: str | None = opt(None, "local tokenizer.json (or checkpoint directory) of the served model: "
                                        "windows are counted in its tokens and the prompt is sent as token ids; "
-                                       "unset: 3 characters per token and a text prompt")
+                                       "unset: 3 characters per token and a text prompt", machine=True)
     remote_prompt: str = opt("auto", "infill prompt for the remote model: `auto` (from `remoteTokenizer`, else "
                              "`gemma-chat`), `gemma-chat` (DiffusionGemma) or `fim`", choices=PROMPT_FORMATS)
     remote_line_steps: int = opt(16, "most denoising steps the server runs for a line hole (`diffusion_max_steps`)")
@@ -76,6 +79,9 @@ class Options:
 
 
 DEFAULTS = Options()
+
+# Options a workspace may not set (see `opt(machine=...)`): the user's own settings only.
+MACHINE_OPTIONS = tuple(f.name for f in fields(Options) if f.metadata.get("machine"))
 
 
 def _camel(name: str) -> str:

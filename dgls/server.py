@@ -16,7 +16,7 @@ from pygls.lsp.server import LanguageServer
 
 from . import __version__
 from .documents import from_offset
-from .options import from_config_file, from_settings
+from .options import DEFAULTS, from_config_file, from_settings
 from .protocol import DglsProtocol, StdinLines, StreamLines, read_frames
 from .service import State, Suggestions, language_of, suggest, take_inflight, warm_up
 
@@ -91,8 +91,14 @@ server = DglsServer()
 
 
 def apply_settings(ls: DglsServer, settings: object) -> None:
-    options, problems = from_settings(settings, ls.state.options)
-    for problem in problems:
+    """The user's config file, then the editor's settings over it, each time afresh: a key
+    the editor stops sending falls back to the config file's value (or the default), and an
+    editor that sends only what the user set never hides the config file."""
+    options, problems = from_config_file(DEFAULTS)
+    more = []
+    if settings is not None:
+        options, more = from_settings(settings, options)
+    for problem in problems + more:
         ls.warn(problem)
     ls.state.configure(options)
 
@@ -103,11 +109,6 @@ def initialize(ls: DglsServer, params: t.InitializeParams) -> None:
     # pygls hands back either the enum (its default) or the client's string; str() of the
     # enum would be "PositionEncodingKind.Utf16", so take the value.
     ls.state.encoding = getattr(chosen, "value", chosen)
-    # The user's config file first; the editor's initializationOptions over it.
-    options, problems = from_config_file(ls.state.options)
-    for problem in problems:
-        ls.warn(problem)
-    ls.state.configure(options)
     apply_settings(ls, params.initialization_options)
 
 

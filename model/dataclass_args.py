@@ -16,11 +16,14 @@ import typing
 from typing import Any
 
 
-def opt(default: Any, help: str = "", *, choices: typing.Sequence[str] | None = None) -> Any:
-    """A dataclass field with the flag's help text (and choices) beside its default."""
+def opt(default: Any, help: str = "", *, choices: typing.Sequence[str] | None = None, machine: bool = False) -> Any:
+    """A dataclass field with the flag's help text (and choices) beside its default.
+
+    `machine`: the option chooses what runs, what is read from disk or where code and keys
+    are sent, so only the user may set it, never a workspace (VS Code scope "machine")."""
     if isinstance(default, (list, dict, set)):
         raise TypeError("use a tuple for sequence defaults: dataclass fields must be immutable")
-    return dataclasses.field(default=default, metadata={"help": help, "choices": choices})
+    return dataclasses.field(default=default, metadata={"help": help, "choices": choices, "machine": machine})
 
 
 def _flag(name: str) -> str:

@@ -33,3 +33,19 @@ def test_docs_come_from_the_dataclass_and_readme_shows_them_as_they_are():
     assert "| `debounceMs` | `150` |" in doc and "| `model` | `null` |" in doc
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     assert doc in readme, "README's settings table is stale: paste dgls.options.settings_doc()"
+
+
+def test_the_vscode_manifest_keeps_exactly_the_machine_options_from_workspaces():
+    """A cloned repository's .vscode/settings.json must not choose the backend, the remote
+    URL, the API key's variable, the model or tokenizer read from disk, or the command run."""
+    import json
+
+    from dgls.options import MACHINE_OPTIONS, _camel
+
+    from .e2e.vscode_manifest import MANIFEST
+
+    assert {"backend", "remote_url", "remote_api_key_env", "remote_tokenizer", "model"} <= set(MACHINE_OPTIONS)
+    contributed = json.loads(MANIFEST.read_text())["contributes"]["configuration"]["properties"]
+    machine = {key for key, schema in contributed.items() if schema.get("scope") == "machine"}
+    assert machine == {f"dgls.{_camel(name)}" for name in MACHINE_OPTIONS} | {"dgls.server.command"}
+    assert "dgls.maxLatencyMs" in contributed and "default" not in contributed["dgls.maxLatencyMs"]

@@ -101,14 +101,15 @@ async def start(runtime, fixed_checkpoint):
     """start(capabilities, **options) -> an initialized client of a fresh `dgls serve`."""
     clients = []
 
-    async def starter(capabilities, model=None, **options):
-        """`model`: a checkpoint path; None: the fixed model; "": no model configured at all."""
+    async def starter(capabilities, model=None, init=None, **options):
+        """`model`: a checkpoint path; None: the fixed model; "": no model configured at all.
+        `init`: the initializationOptions exactly (else SMALL updated with `options`)."""
         env = {**os.environ, "DGLS_RUNTIME_DIR": str(runtime), "DGLS_MODEL": str(model or fixed_checkpoint)}
         if model == "":
             del env["DGLS_MODEL"]
         client = await ClientServerConfig([sys.executable, "-m", "dgls.cli", "serve"], server_env=env).start()
         await client.initialize_session(t.InitializeParams(
-            capabilities=capabilities, initialization_options={**SMALL, **options}))
+            capabilities=capabilities, initialization_options={**SMALL, **options} if init is None else init))
         clients.append(client)
         return client
 

@@ -10,7 +10,7 @@ import time
 from lsprotocol import types as t
 
 from ..test_vllm_backend import free_port
-from .conftest import change, inline, open_doc, vscode
+from .conftest import SMALL, change, inline, open_doc, vscode
 
 URI = "file:///project/app.py"
 
@@ -149,3 +149,33 @@ async def test_close_and_client_cancel_abort_the_remote_request(start, contract,
     assert len(contract.completed) == 1
     with contextlib.suppress(Exception):
         await asyncio.wait_for(request, 5)
+
+
+async def test_the_config_file_holds_under_settings_that_do_not_mention_it(start, contract, fixed_checkpoint,
+                                                                            answer, tmp_path, monkeypatch):
+    """The user's config file chooses the remote backend; the editor's settings (as the VS
+    Code extension sends them: only what the user set) neither hide it nor, once a key is
+    removed again, leave their old value behind."""
+    config = tmp_path / "config.toml"
+    config.write_text(f'backend = "vllm"\nremoteUrl = "{contract.url}"\nremoteModel = "dgls-test"\n'
+                      f'remoteTokenizer = "{fixed_checkpoint}"\nmaxLatencyMs = 4321\n')
+    monkeypatch.setenv("DGLS_CONFIG", str(config))
+    client = await start(vscode(), init={k: v for k, v in SMALL.items() if k != "maxLatencyMs"})
+    open_doc(client, URI, "def f(value):\n    return \n")
+    result = await inline(client, URI, 1, 11)
+    assert result.items and all(item.insert_text.startswith(answer) for item in result.items)
+    assert contract.completed  # the config file's vLLM server answered, not a local worker
+    info = await status(client)
+    assert info["backend"]["kind"] == "vllm" and info["worker_pid"] is None
+    assert info["options"]["line_budget_ms"] == info["options"]["block_budget_ms"] == 4321
+
+    async def configure(settings: dict) -> dict:
+        client.workspace_did_change_configuration(t.DidChangeConfigurationParams(settings={"dgls": settings}))
+        await asyncio.sleep(0.2)
+        return (await status(client))["options"]
+
+    assert (await configure({**SMALL, "maxLatencyMs": 3000}))["line_budget_ms"] == 3000
+    # The user removes the setting: the config file's value again, not the last one sent.
+    assert (await configure({k: v for k, v in SMALL.items() if k != "maxLatencyMs"}))["line_budget_ms"] == 4321
+    assert (await status(client))["backend"]["kind"] == "vllm"
+    assert not said(client, "setting")

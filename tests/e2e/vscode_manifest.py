@@ -15,13 +15,17 @@ from pathlib import Path
 
 from dgls.options import _POSITIVE, DEFAULTS, LANGUAGES, Options, _camel
 
+# VS Code ignores a workspace's value for a setting of this scope (options.py `machine`).
+MACHINE = {"scope": "machine"}
+
 MANIFEST = Path(__file__).resolve().parents[2] / "editors" / "vscode" / "package.json"
 
 # Settings of the extension itself, never sent to the server (it would call them unknown).
 EXTENSION_ONLY = {
     "dgls.enable": {"type": "boolean", "default": True,
                     "markdownDescription": "start `dgls serve` and show its suggestions (command **dgls: Toggle**)"},
-    "dgls.server.command": {"type": "string", "default": "dgls",
+    # A workspace must not choose the command VS Code runs.
+    "dgls.server.command": {"type": "string", "default": "dgls", **MACHINE,
                             "markdownDescription": "the `dgls` executable (a full path when it is not on `PATH`, "
                                                    "e.g. a virtual environment's `bin/dgls`); started as `dgls serve`"},
     "dgls.trace.server": {"type": "string", "enum": ["off", "messages", "verbose"], "default": "off",
@@ -54,8 +58,14 @@ def server_properties() -> dict[str, dict]:
             schema = {"type": "number", "exclusiveMinimum": 0}
         else:
             raise TypeError(f"no VS Code schema for option {f.name}: {hint}")
+        if f.metadata.get("machine"):
+            schema.update(MACHINE)
         props[f"dgls.{_camel(f.name)}"] = {**schema, "default": default,
                                            "markdownDescription": f.metadata["help"], "order": order}
+    # The alias options.py accepts for both budgets (docs/remote-vllm.md uses it); no
+    # default, so it is sent only when the user sets it.
+    props["dgls.maxLatencyMs"] = {"type": "integer", "minimum": 1, "order": len(props),
+                                  "markdownDescription": "sets `lineBudgetMs` and `blockBudgetMs` together"}
     return props
 
 

@@ -46,7 +46,7 @@ async function start(output: vscode.LogOutputChannel): Promise<void> {
       { scheme: "file", language },
       { scheme: "untitled", language },
     ]),
-    initializationOptions: serverSettings((key) => config().get(key)),
+    initializationOptions: serverSettings((key) => config().inspect(key)),
     outputChannel: output,
   };
   const next = new LanguageClient("dgls", "dgls", serverOptions, clientOptions);
@@ -127,7 +127,7 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
       }
       if (client !== undefined) {
         await client.sendNotification(DidChangeConfigurationNotification.type, {
-          settings: { [SECTION]: serverSettings((key) => config().get(key)) },
+          settings: { [SECTION]: serverSettings((key) => config().inspect(key)) },
         });
       }
     }),

@@ -6,7 +6,7 @@
 //
 // Driven by tests/e2e/test_vscode_extension.py, which passes through the environment:
 //   DGLS_COMMAND   the server executable (`dgls`)
-//   DGLS_SETTINGS  JSON of the user's settings on top of the manifest's defaults
+//   DGLS_SETTINGS  JSON of the user's settings (their global values)
 //   DGLS_ANSWER    the word the test model always writes
 // Exits 0 when every check passed; otherwise prints the failed check and exits 1.
 import assert from "node:assert/strict";
@@ -30,20 +30,20 @@ import {
   WorkDoneProgressCreateRequest,
 } from "vscode-languageserver-protocol";
 
-import manifest from "../package.json";
-import { SECTION, serverSettings } from "../src/settings";
+import { type Inspected, SECTION, serverSettings } from "../src/settings";
 import { type ServerStatus, statusView } from "../src/status";
 
 const answer = process.env.DGLS_ANSWER ?? "";
 const user = JSON.parse(process.env.DGLS_SETTINGS ?? "{}") as Record<string, unknown>;
 
-/** VS Code's `getConfiguration("dgls").get`: the user's value, else the manifest's default. */
-function get(key: string): unknown {
-  if (key in user) {
-    return user[key];
-  }
-  const properties = manifest.contributes.configuration.properties as Record<string, { default?: unknown }>;
-  return properties[`${SECTION}.${key}`]?.default;
+/** VS Code's `getConfiguration("dgls").inspect`: the user's value as the global one, and a
+ * cloned repository's `.vscode/settings.json` trying to send code to another server. */
+const HOSTILE_WORKSPACE: Record<string, unknown> = { backend: "vllm", remoteUrl: "https://attacker.invalid" };
+function inspect(key: string): Inspected {
+  return {
+    globalValue: key in user ? user[key] : undefined,
+    workspaceValue: HOSTILE_WORKSPACE[key],
+  };
 }
 
 async function main(): Promise<void> {
@@ -60,6 +60,10 @@ async function main(): Promise<void> {
   connection.onRequest(WorkDoneProgressCreateRequest.type, () => {});
   connection.listen();
 
+  // Only what the user set is sent (a default would override the user's config file), and
+  // no machine-scoped value from the workspace.
+  const sent = serverSettings(inspect);
+  assert.deepEqual(Object.keys(sent).sort(), Object.keys(user).sort());
   const init = await connection.sendRequest(InitializeRequest.type, {
     processId: process.pid,
     clientInfo: { name: "Visual Studio Code", version: "1.91.0" },
@@ -74,7 +78,7 @@ async function main(): Promise<void> {
         completion: { completionItem: { snippetSupport: true, documentationFormat: ["markdown", "plaintext"] } },
       },
     },
-    initializationOptions: serverSettings(get),
+    initializationOptions: sent,
   });
   assert.ok(init.capabilities.inlineCompletionProvider, "the server offers inline completion");
   assert.equal(init.capabilities.positionEncoding ?? "utf-16", "utf-16");
@@ -117,7 +121,7 @@ async function main(): Promise<void> {
 
   // A settings change as the extension sends it: only Go enabled, so no Python suggestion.
   await connection.sendNotification(DidChangeConfigurationNotification.type, {
-    settings: { [SECTION]: serverSettings((key) => (key === "enabledLanguages" ? ["go"] : get(key))) },
+    settings: { [SECTION]: serverSettings((key) => (key === "enabledLanguages" ? { globalValue: ["go"] } : inspect(key))) },
   });
   await open("file:///project/later.py", "y = \n");
   assert.equal(items(await invoke("file:///project/later.py", { line: 0, character: 4 })).length, 0);
