@@ -333,16 +333,15 @@ class WorkerBackend:
 
 def running_worker(args: argparse.Namespace) -> WorkerBackend | None:
     """The worker already serving this model, if one is running (else None: run in-process)."""
-    from .model.paths import CheckpointError, resolve
-    from .model.tokenizer import Tokenizer
+    from .backends.base import NoModel, read_tokenizer
     from .worker_client import WorkerSpec, is_running
 
     spec = WorkerSpec(chosen_model(args), args.device, args.dtype)
     if not is_running(spec):
         return None
     try:
-        return WorkerBackend(spec, Tokenizer.from_file(resolve(spec.model) / "tokenizer.json"))
-    except (CheckpointError, OSError, Exception):  # noqa: BLE001 - fall back to in-process
+        return WorkerBackend(spec, read_tokenizer(spec.model, "model")[0])
+    except NoModel:  # fall back to in-process, which says what is wrong
         return None
 
 

@@ -29,9 +29,6 @@ from .text import valid_unicode
 log = logging.getLogger(__name__)
 
 
-Backend = LocalBackend  # the local worker backend, by its old name here
-
-
 @dataclass
 class Inflight:
     uri: str
@@ -243,10 +240,6 @@ async def _run_fallback(state: State, prep: Prepared, n: int, me: Inflight, warn
     except BackendError as e:  # NoModel included
         warn(f"no suggestion from the local fallback either: {e}")
         return None
-
-
-async def refresh_status(state: State, backend) -> None:
-    await backend.refresh(state.status)
 
 
 def _shape(state: State, uri: str, text: str, offset: int, completion: Completion, source: str | None,

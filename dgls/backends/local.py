@@ -10,7 +10,7 @@ from pathlib import Path
 from ..model.api import InfillResult
 from ..options import Options, model_path
 from ..worker_client import WorkerClient, WorkerError, WorkerSpec, WorkerUnavailable, result_from_wire, unwrap
-from .base import BackendError, BackendUnavailable, NoModel
+from .base import BackendError, BackendUnavailable, NoModel, read_tokenizer
 
 
 class LocalBackend:
@@ -27,22 +27,7 @@ class LocalBackend:
         self.model = spec.model
         self.spec = spec
         self.client = WorkerClient(self.spec)
-        self._tokenizer = self._load_tokenizer(spec.model)
-
-    @staticmethod
-    def _load_tokenizer(model: str):
-        """The model's tokenizer, or NoModel in one line: a model path that is wrong is said
-        once, not met as an internal error on every keystroke."""
-        from ..model.paths import CheckpointError, resolve
-        from ..model.tokenizer import Tokenizer
-
-        try:
-            return Tokenizer.from_file(Path(resolve(model)) / "tokenizer.json")
-        except CheckpointError as e:
-            raise NoModel(str(e)) from None
-        except Exception as e:  # noqa: BLE001 - the tokenizers library raises plain Exception
-            first = (str(e).splitlines() or [type(e).__name__])[0]
-            raise NoModel(f"cannot read the tokenizer of {model}: {first}") from None
+        self._tokenizer, _ = read_tokenizer(spec.model, "model")
 
     @staticmethod
     def spec_for(options: Options) -> WorkerSpec | None:

@@ -33,11 +33,10 @@ import json
 import math
 import os
 import time
-from pathlib import Path
 
 from ..model.api import InfillCandidate, InfillRequest, InfillResult
 from ..options import Options
-from .base import BackendError, BackendUnavailable, NoModel
+from .base import BackendError, BackendUnavailable, NoModel, read_tokenizer
 
 VLLM_VERSION = "0.33"  # the vLLM release this request mapping was taken from
 CHARS_PER_TOKEN = 3.0  # window estimate without a local tokenizer (code runs ~3-4 characters per token)
@@ -240,15 +239,7 @@ def load_prompt_setup(tokenizer: str | None, prompt: str):
 
     if tokenizer is None:
         return None, "gemma-chat" if prompt == "auto" else prompt, None
-    from ..model.paths import CheckpointError, resolve
-    from ..model.tokenizer import Tokenizer
-
-    path = Path(tokenizer).expanduser()
-    try:
-        directory = path.parent if path.is_file() else resolve(tokenizer)
-        tok = Tokenizer.from_file(path if path.is_file() else directory / "tokenizer.json")
-    except (CheckpointError, OSError, Exception) as e:  # noqa: BLE001 - any unreadable tokenizer is one line
-        raise NoModel(f"remoteTokenizer {tokenizer}: cannot read it ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+    tok, directory = read_tokenizer(tokenizer, "remoteTokenizer")
     family = infill_family(tok) if prompt == "auto" else prompt
     if family is None:
         raise NoModel(f"remoteTokenizer {tokenizer} defines neither FIM nor Gemma chat tokens; set remotePrompt")
