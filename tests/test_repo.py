@@ -21,6 +21,25 @@ def test_ci_runs_exactly_the_readme_test_command():
 
 
 def test_readme_commands_install_the_cpu_torch_first():
-    for marker in ("run-command", "test-command"):
-        command = readme_command(marker)
-        assert command.index("torch==2.13.0") < command.index("pip install -q -e" if "-q -e" in command else "pip install -e")
+    run = readme_command("run-command")
+    assert run.index("torch==2.13.0") < run.index("pip install -e")
+    assert readme_command("test-command") == "tests/run.sh"
+    script = (ROOT / "tests" / "run.sh").read_text()
+    assert script.index("pip install -q torch==2.13.0") < script.index('pip install -q -c tests/constraints.txt -e ".[dev]"')
+
+
+def test_the_test_lock_pins_every_installed_dependency_exactly():
+    """The suite runs against tests/constraints.txt: every line an exact pin, covering every
+    dev dependency named in pyproject.toml (a new one must be locked on purpose)."""
+    import tomllib
+
+    lines = [line for line in (ROOT / "tests" / "constraints.txt").read_text().splitlines()
+             if line and not line.startswith("#")]
+    pins = dict(line.split("==") for line in lines)
+    assert all(re.fullmatch(r"[A-Za-z0-9_.\-]+==[0-9][^ ;]*", line) for line in lines), lines
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = project["dependencies"] + project["optional-dependencies"]["dev"]
+    names = {re.split(r"[<>=!~\[ ]", spec)[0].lower().replace("_", "-") for spec in wanted}
+    locked = {name.lower().replace("_", "-") for name in pins}
+    assert names - {"torch"} <= locked, names - locked
+    assert "torch" not in locked  # pinned by the install command (the CPU build on disk)

@@ -16,7 +16,7 @@ from .conftest import SMALL
 from .editors import EDITORS, server_env
 
 NVIM = shutil.which("nvim")
-pytestmark = pytest.mark.skipif(NVIM is None, reason="nvim not installed (apt-get install neovim; .ci/run does)")
+pytestmark = pytest.mark.skipif(NVIM is None, reason="nvim not installed (apt-get install neovim; tests/run.sh does as root or with sudo)")
 RUNTIME = EDITORS / "nvim"
 
 
