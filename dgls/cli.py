@@ -13,33 +13,36 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import sys
 from pathlib import Path
 
-from .options import BACKENDS, DEFAULTS, MODEL_ENV, Options, from_config_file, from_settings, model_path
+from .options import BACKENDS, DEFAULTS, MODEL_ENV, NO_MODEL_HINT, Options, from_config_file, from_settings, model_path
 
 class UsageError(Exception):
     """Bad input from the user: printed as one line, exit status 2."""
 
 
 def cli_options(args: argparse.Namespace) -> Options:
-    """The config file's options with the command line's backend flags over them."""
+    """The config file's options with the command line's flags over them (the same file and
+    keys `dgls serve` reads, so the CLI and the editor run the same model)."""
     options, problems = from_config_file()
     for problem in problems:
         print(f"dgls: warning: {problem}", file=sys.stderr)
-    flags = {"backend": args.backend, "remoteUrl": args.url, "remoteModel": args.remote_model,
-             "remoteTokenizer": args.remote_tokenizer, "model": args.model}
+    flags = {"backend": getattr(args, "backend", None), "remoteUrl": getattr(args, "url", None),
+             "remoteModel": getattr(args, "remote_model", None),
+             "remoteTokenizer": getattr(args, "remote_tokenizer", None), "model": args.model}
     options, problems = from_settings({k: v for k, v in flags.items() if v is not None}, options)
     if problems:
         raise UsageError(problems[0].replace("setting ", "flag for ", 1))
     return options
 
 
-def chosen_model(args: argparse.Namespace) -> str:
-    model = model_path(Options(model=args.model))
+def chosen_model(options: Options) -> str:
+    model = model_path(options)
     if model is None:
-        raise UsageError(f"no model: the default dgls-tiny is not shipped yet; pass --model DIR or set {MODEL_ENV}")
+        raise UsageError(f"no model: {NO_MODEL_HINT}")
     return model
 
 
@@ -78,7 +81,7 @@ def cmd_infill(args: argparse.Namespace) -> int:
     suffix = read_text_arg(args.suffix, args.suffix_file, "suffix")
     if args.n < 1:
         raise UsageError(f"--n must be at least 1, got {args.n}")
-    engine = load_engine(args)
+    engine = load_engine(args, cli_options(args))
     try:
         result = engine.infill(InfillRequest(prefix, suffix, language=args.language), n=args.n,
                                canvas_length=args.canvas, max_steps=args.max_steps, seed=args.seed)
@@ -186,6 +189,9 @@ def cmd_complete(args: argparse.Namespace) -> int:
     hole = classify(Document(text, language), offset, args.mode)
     if hole.kind == NONE:  # decided before loading a model
         print(f"dgls: no suggestion: {hole.reason}", file=sys.stderr)
+        if args.json:
+            print(json.dumps({"file": path, "hole": {"kind": hole.kind, "reason": hole.reason}, "candidates": [],
+                              "no_suggestion": hole.reason}, indent=2))
         return 1
     options = cli_options(args)
     from .backends import BackendError
@@ -199,9 +205,9 @@ def cmd_complete(args: argparse.Namespace) -> int:
             result = complete_remote(options, text, offset, language, path=path, mode=args.mode, n=args.n,
                                      budget_ms=args.max_ms)
         else:
-            backend = running_worker(args) or load_engine(args)
+            backend = running_worker(args, options) or load_engine(args, options)
             result = complete(backend, text, offset, language, path=path, options=options, mode=args.mode, n=args.n,
-                              budget_ms=args.max_ms, seed=args.seed)
+                              budget_ms=completion_budget(args), seed=args.seed)
     except (EngineError, WorkerError, WorkerUnavailable, BackendError) as e:
         raise UsageError(str(e)) from None
 
@@ -212,6 +218,7 @@ def cmd_complete(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({
             "file": path, "hole": {"kind": result.hole.kind, "reason": result.hole.reason},
+            **({} if result.suggestions else {"no_suggestion": why_none(result.rejected)}),
             "candidates": [
                 {"text": s.text, "range": {"start": pos(result.start), "end": pos(result.end)},
                  "confidence": round(s.confidence, 4), "steps": s.steps} for s in result.suggestions],
@@ -222,7 +229,29 @@ def cmd_complete(args: argparse.Namespace) -> int:
         }, indent=2))
     elif result.suggestions:
         print(result.suggestions[0].text)
+    else:
+        print(f"dgls: no suggestion: {why_none(result.rejected)}", file=sys.stderr)
     return 0 if result.suggestions else 1
+
+
+def completion_budget(args: argparse.Namespace) -> float | None:
+    """--max-ms; else none for a seeded run, which must answer the same every time, so the
+    clock may not cut its denoising (the model's step limit does); else the options' budget."""
+    if args.max_ms is not None:
+        return args.max_ms
+    return math.inf if args.seed is not None else None
+
+
+def why_none(rejected: list[tuple[str, str]]) -> str:
+    """One line: how many candidates were rejected and why ("4 candidates rejected: 3 dropped
+    by syntax, 1 empty")."""
+    if not rejected:
+        return "the model wrote nothing"
+    reasons: dict[str, int] = {}
+    for _, why in rejected:
+        reasons[why] = reasons.get(why, 0) + 1
+    detail = ", ".join(f"{count} {why}" for why, count in sorted(reasons.items(), key=lambda kv: -kv[1]))
+    return f"{len(rejected)} candidate{'s' * (len(rejected) != 1)} rejected: {detail}"
 
 
 def complete_remote(options: Options, text: str, offset: int, language, *, path: str, mode: str, n: int | None,
@@ -288,19 +317,19 @@ def cmd_status(args: argparse.Namespace) -> int:
         for key, value in info.items():
             if key == "backend":
                 for k, v in value.items():
-                    if v is not None:
+                    if v is not None and not (k == "model" and v == info.get("model")):  # said once
                         print(f"{k}: {', '.join(v) if isinstance(v, list) else v}")
             elif value is not None:
                 print(f"{key}: {value}")
     return 0 if status.state in ("ready", "not running") else 1
 
 
-def load_engine(args: argparse.Namespace):
+def load_engine(args: argparse.Namespace, options: Options):
     from dgls.model.engine import Engine  # heavy: torch
     from dgls.model.loader import CheckpointError
 
     try:
-        return Engine.load(chosen_model(args), dtype=args.dtype, device=args.device,
+        return Engine.load(chosen_model(options), dtype=args.dtype, device=args.device,
                            progress=progress_bar("loading model"))
     except CheckpointError as e:
         raise UsageError(str(e)) from None
@@ -331,12 +360,12 @@ class WorkerBackend:
         return asyncio.run(run())
 
 
-def running_worker(args: argparse.Namespace) -> WorkerBackend | None:
+def running_worker(args: argparse.Namespace, options: Options) -> WorkerBackend | None:
     """The worker already serving this model, if one is running (else None: run in-process)."""
     from .backends.base import NoModel, read_tokenizer
     from .worker_client import WorkerSpec, is_running
 
-    spec = WorkerSpec(chosen_model(args), args.device, args.dtype)
+    spec = WorkerSpec(chosen_model(options), args.device, args.dtype)
     if not is_running(spec):
         return None
     try:
@@ -398,7 +427,14 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="print the status as JSON")
     add_backend_options(status)
     status.set_defaults(run=cmd_status, dtype="auto", device=None)
-    serve = sub.add_parser("serve", help="run the language server (stdio, or TCP on loopback)")
+    serve = sub.add_parser(
+        "serve", help="run the language server (stdio, or TCP on loopback)",
+        description="The dgls language server: editors start it over stdio. It answers "
+                    "textDocument/inlineCompletion and textDocument/completion from a model worker it starts.",
+        epilog=f"Settings (model, budgets, windows, backend, ...) come from the editor "
+               f"(initializationOptions, workspace/didChangeConfiguration) over the config file "
+               f"~/.config/dgls/config.toml ($DGLS_CONFIG), same camelCase keys; README lists them. "
+               f"The model: the `model` setting, else ${MODEL_ENV}, else the shipped dgls-tiny.")
     serve.add_argument("--tcp", metavar="[HOST:]PORT", help="listen on TCP instead of stdio (host defaults to 127.0.0.1)")
     serve.set_defaults(run=cmd_serve)
     worker = sub.add_parser("worker", help="run a model worker (started automatically by servers)", add_help=False)
@@ -413,6 +449,8 @@ def main(argv: list[str] | None = None) -> int:
         return args.run(args)
     except UsageError as e:
         print(f"dgls: error: {e}", file=sys.stderr)
+        if getattr(args, "json", False):  # a script reading --json output never parses two formats
+            print(json.dumps({"error": str(e)}))
         return 2
     except KeyboardInterrupt:
         return 130

@@ -18,6 +18,9 @@ from .model.config import CANVAS  # no torch there
 from .model.dataclass_args import opt  # the one field-with-help helper
 
 MODEL_ENV = "DGLS_MODEL"
+# What to tell a user who has no model; said by the CLI, the server and `dgls status` alike.
+NO_MODEL_HINT = (f"set `model` in the config file (~/.config/dgls/config.toml or $DGLS_CONFIG) or the editor "
+                 f"settings, or ${MODEL_ENV}, or pass --model DIR; the default dgls-tiny is not in this installation")
 CONFIG_ENV = "DGLS_CONFIG"  # the config file; unset: $XDG_CONFIG_HOME/dgls/config.toml
 LANGUAGES = ("python", "javascript", "typescript", "tsx", "go", "rust")
 BACKENDS = ("local", "vllm")

@@ -109,6 +109,7 @@ class Worker:
         self.progress = (0, 0)
         self.error: str | None = None
         self.engine = None
+        self.warm_up_ms: dict[int, float] = {}  # canvas length -> ms of its warm-up pass
         self.ready = asyncio.Event()
         self.pending: deque[Job] = deque()
         self.work = asyncio.Event()
@@ -200,6 +201,7 @@ class Worker:
             log.warning("socket %s was deleted; bound it again", self.socket_path)
 
     def _load(self) -> None:
+        from .model.config import CANVAS
         from .model.engine import Engine  # the worker is where torch loads
         from .model.loader import CheckpointError
 
@@ -208,6 +210,8 @@ class Worker:
 
         try:
             engine = Engine.load(self.model_arg, dtype=self.dtype, device=self.device, progress=progress)
+            # The first request would pay for first-call allocations; pay them before "ready".
+            self.warm_up_ms = engine.warm_up((CANVAS.line, CANVAS.block))
         except CheckpointError as e:
             self.error, self.state = str(e), "failed"
         except Exception as e:  # noqa: BLE001 - any load failure is reported, not raised
@@ -215,7 +219,8 @@ class Worker:
             self.error, self.state = f"model load failed: {type(e).__name__}: {e}".splitlines()[0], "failed"
         else:
             self.engine, self.state = engine, "ready"
-            log.info("model ready: %s on %s", engine.loaded.path, engine.model.device)
+            log.info("model ready: %s on %s (warm-up %s ms)", engine.loaded.path, engine.model.device,
+                     {L: round(ms) for L, ms in self.warm_up_ms.items()})
         finally:
             self.last_active = self.loaded_at = time.monotonic()
             self._call_soon(self.ready.set)
@@ -446,7 +451,8 @@ class Worker:
                        device=str(self.engine.model.device), dtype=str(self.engine.model.dtype).removeprefix("torch."),
                        parameters=sum(p.numel() for p in self.engine.model.parameters()),
                        canvas_length=cfg.canvas_length, vocab_size=cfg.vocab_size, layers=cfg.num_layers,
-                       experts=cfg.num_experts, top_k=cfg.top_k)
+                       experts=cfg.num_experts, top_k=cfg.top_k,
+                       warm_up_ms={str(L): round(ms, 1) for L, ms in self.warm_up_ms.items()})
         return out
 
 

@@ -81,8 +81,16 @@ def test_corrupt_weights_exit_2(random_checkpoint, tmp_path):
     assert_one_line_error(dgls("infill", "--model", str(broken), "--prefix", "x"), "corrupt safetensors file")
 
 
-def test_no_model_anywhere():
-    assert_one_line_error(dgls("infill", "--prefix", "x"), "pass --model DIR or set DGLS_MODEL")
+def test_no_model_anywhere(tmp_path):
+    proc = dgls("infill", "--prefix", "x", env={"DGLS_CONFIG": str(tmp_path / "none.toml")})
+    assert_one_line_error(proc, "no model:", "config.toml", "$DGLS_MODEL", "--model DIR")
+
+
+def test_no_model_as_json_is_json_on_stdout_too(tmp_path):
+    path = write(tmp_path, "m.py", SOURCE)
+    proc = dgls("complete", f"{path}:2", "--json", env={"DGLS_CONFIG": str(tmp_path / "none.toml")})
+    assert proc.returncode == 2 and proc.stderr.startswith("dgls: error: no model:")
+    assert json.loads(proc.stdout)["error"].startswith("no model:")
 
 
 def test_front_end_does_not_import_torch():
@@ -148,6 +156,51 @@ def test_complete_inside_a_string_says_so_without_loading_a_model(tmp_path):
     proc = dgls("complete", f"{path}:1:8", "--model", "/no/model/needed")
     assert proc.returncode == 1 and proc.stdout == ""
     assert proc.stderr.strip() == "dgls: no suggestion: inside a string"
+    as_json = dgls("complete", f"{path}:1:8", "--model", "/no/model/needed", "--json")
+    assert as_json.returncode == 1
+    assert json.loads(as_json.stdout)["no_suggestion"] == "inside a string"
+
+
+def test_complete_reads_the_model_from_the_config_file(random_checkpoint, tmp_path):
+    """The file `dgls serve` reads chooses the CLI's model too (no --model, no $DGLS_MODEL)."""
+    path = write(tmp_path, "m.py", SOURCE)
+    config = write(tmp_path, "config.toml", f'model = "{random_checkpoint}"\n')
+    proc = dgls("complete", f"{path}:2", "--json", "--seed", "1", env={"DGLS_CONFIG": str(config)})
+    assert proc.returncode in (0, 1), proc.stderr
+    assert json.loads(proc.stdout)["prompt_tokens"] > 10  # the model ran
+    flag_wins = dgls("complete", f"{path}:2", "--model", str(tmp_path / "nowhere"), env={"DGLS_CONFIG": str(config)})
+    assert_one_line_error(flag_wins, "nowhere")
+
+
+def test_complete_without_a_suggestion_says_why_on_one_line(random_checkpoint, tmp_path):
+    """Random weights write code the filters reject: plain output says how many and why."""
+    path = write(tmp_path, "m.py", SOURCE)
+    for seed in range(1, 40):
+        proc = dgls("complete", f"{path}:6:5", "--model", str(random_checkpoint), "--seed", str(seed), "--n", "2")
+        if proc.returncode == 1:
+            break
+    assert proc.returncode == 1 and proc.stdout == ""
+    line, = proc.stderr.strip().splitlines()
+    assert line.startswith("dgls: no suggestion: ") and ("candidates rejected: " in line or "wrote nothing" in line)
+    as_json = json.loads(dgls("complete", f"{path}:6:5", "--model", str(random_checkpoint), "--seed", str(seed),
+                              "--n", "2", "--json").stdout)
+    assert as_json["candidates"] == [] and as_json["no_suggestion"] == line.removeprefix("dgls: no suggestion: ")
+
+
+def test_a_seeded_completion_is_the_same_every_run(random_checkpoint, tmp_path):
+    """The latency budget would cut sampling at a different step each run; a seed makes the
+    step limit decide. The budget here is far below what the model needs for 48 steps."""
+    path = write(tmp_path, "m.py", SOURCE)
+    config = write(tmp_path, "config.toml", "lineBudgetMs = 1\n")
+    runs = [complete_json(f"{path}:2", "--model", str(random_checkpoint), "--seed", "5", "--n", "2")
+            for _ in range(2)]
+    env = {"DGLS_CONFIG": str(config)}
+    tight = [json.loads(dgls("complete", f"{path}:2", "--model", str(random_checkpoint), "--seed", "5", "--n", "2",
+                             "--json", env=env).stdout) for _ in range(2)]
+    for out in runs + tight:
+        assert out["stop_reason"] != "callback"
+    texts = [[c["text"] for c in out["candidates"] + out["rejected"]] for out in runs + tight]
+    assert texts[0] == texts[1] == texts[2] == texts[3]
 
 
 @pytest.mark.parametrize("name,content,location,fragments", [
@@ -280,3 +333,20 @@ def test_export_hf_bad_input_is_one_line(random_checkpoint, tmp_path, model, out
     fill = {"tmp": str(tmp_path), "ckpt": str(random_checkpoint)}
     assert_one_line_error(dgls("export-hf", model.format(**fill), out.format(**fill)), *fragments)
     assert not (tmp_path / "hf").exists()
+
+
+def test_status_of_a_local_worker_not_yet_started_says_each_thing_once(random_checkpoint, tmp_path):
+    runtime = tmp_path / "rt"
+    runtime.mkdir(mode=0o700)
+    proc = dgls("status", "--model", str(random_checkpoint),
+                env={"DGLS_RUNTIME_DIR": str(runtime), "DGLS_CONFIG": str(tmp_path / "none.toml")})
+    assert proc.returncode == 0, proc.stderr  # not running is fine: the first request starts it
+    keys = [line.split(":", 1)[0] for line in proc.stdout.splitlines()]
+    assert "state" in keys and keys.count("model") == 1, proc.stdout
+    assert f"model: {random_checkpoint}" in proc.stdout
+
+
+def test_serve_help_says_where_settings_and_the_model_come_from():
+    out = dgls("serve", "--help").stdout
+    for fragment in ("initializationOptions", "config.toml", "$DGLS_MODEL", "dgls-tiny"):
+        assert fragment in " ".join(out.split()).replace("- ", "-"), fragment  # argparse wraps at hyphens

@@ -72,7 +72,9 @@ async def test_infill_health_and_info(client, random_checkpoint):
     assert len(result.candidates) == 2 and result.canvas_length == 8
     info = await client.request("info")
     assert info["path"] == str(random_checkpoint) and info["family"] == "fim" and info["device"] == "cpu"
-    assert (await client.request("health"))["served"] == 1
+    # Before saying ready, the worker ran a real denoising pass at both canvas lengths.
+    assert set(info["warm_up_ms"]) == {"32", "128"} and all(ms > 0 for ms in info["warm_up_ms"].values())
+    assert (await client.request("health"))["served"] == 1  # the warm-up is not a request served
 
 
 async def test_cancel_stops_a_running_request(client):

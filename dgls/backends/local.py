@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from ..model.api import InfillResult
-from ..options import Options, model_path
+from ..options import NO_MODEL_HINT, Options, model_path
 from ..worker_client import WorkerClient, WorkerError, WorkerSpec, WorkerUnavailable, result_from_wire, unwrap
 from .base import BackendError, BackendUnavailable, NoModel, read_tokenizer
 
@@ -22,7 +22,7 @@ class LocalBackend:
     def __init__(self, options: Options):
         spec = self.spec_for(options)
         if spec is None:
-            raise NoModel("no model configured: set dgls's `model` option or $DGLS_MODEL")
+            raise NoModel(f"no model configured: {NO_MODEL_HINT}")
         self.options = options
         self.model = spec.model
         self.spec = spec
