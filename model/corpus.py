@@ -272,6 +272,22 @@ def function_bodies(text: str, tree: ast.Module) -> list[list[int]]:
     return sorted(spans)
 
 
+# Evaluation sets never enter training. They are not on this machine, so a file is refused
+# when it names one or carries the text of its prompts (phrases from HumanEval's and MBPP's
+# task statements, which code outside those sets does not contain).
+BENCHMARK_MARKERS = re.compile(
+    r"human[_-]?eval|\bmbpp\b|openai_humaneval"
+    r"|closer to each other than given threshold"
+    r"|Input to this function is a string containing multiple groups of nested parentheses"
+    r"|Given a positive floating point number, it can be decomposed into"
+    r"|You're given a list of deposit and withdrawal operations on a bank account",
+    re.IGNORECASE)
+
+
+def is_benchmark_text(text: str) -> bool:
+    return BENCHMARK_MARKERS.search(text) is not None
+
+
 def read_source(path: Path, cfg: CorpusConfig) -> tuple[str | None, str, list[list[int]]]:
     """(text or None, skip reason, function bodies). The file is read, parsed, never run."""
     try:
@@ -290,6 +306,8 @@ def read_source(path: Path, cfg: CorpusConfig) -> tuple[str | None, str, list[li
         return None, "too_short", []
     if max(map(len, lines)) > cfg.max_line_chars:
         return None, "long_lines", []
+    if is_benchmark_text(text):
+        return None, "benchmark", []
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # invalid escapes and the like: not our code to lint

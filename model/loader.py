@@ -30,7 +30,7 @@ from .config import (
 )
 from .network import DiffusionGemma
 from .paths import PICKLE_SUFFIXES, CheckpointError, resolve
-from .prompt import FIM_TOKENS, CHAT_TOKENS, infill_family
+from .prompt import CHAT_TOKENS, FIM_ORDERS, FIM_TOKENS, infill_family
 from .tokenizer import Tokenizer
 
 INDEX = "model.safetensors.index.json"
@@ -191,6 +191,15 @@ def load_state(
     return state
 
 
+def fim_order(directory: Path) -> str:
+    """The FIM order the model was trained in (generation_config.json "dgls_fim_order"; PSM when unsaid)."""
+    gen_path = directory / "generation_config.json"
+    order = _read_json(gen_path, "generation config").get("dgls_fim_order", "psm") if gen_path.exists() else "psm"
+    if order not in FIM_ORDERS:
+        raise CheckpointError(f"{gen_path}: dgls_fim_order must be one of {', '.join(FIM_ORDERS)}, not {order!r}")
+    return order
+
+
 def load_tokenizer(directory: Path) -> tuple[Tokenizer, str]:
     path = directory / "tokenizer.json"
     if not path.exists():
@@ -199,7 +208,7 @@ def load_tokenizer(directory: Path) -> tuple[Tokenizer, str]:
         tok = Tokenizer.from_file(path)
     except Exception as e:  # the tokenizers library raises its own exception types
         raise CheckpointError(f"{path}: unreadable tokenizer ({str(e).splitlines()[0]})") from None
-    family = infill_family(tok)
+    family = infill_family(tok, fim_order(directory))
     if family is None:
         raise CheckpointError(
             f"{path}: no infill prompt format: the tokenizer has neither {'/'.join(FIM_TOKENS)} "

@@ -13,12 +13,21 @@ if TYPE_CHECKING:
     from .train import TrainConfig
 
 
+PROMPTS = {
+    "spm": "`<bos> <|fim_suffix|> # path: FILE + suffix <|fim_prefix|> prefix <|fim_middle|>`",
+    "psm": "`<bos> <|fim_prefix|> # path: FILE + prefix <|fim_suffix|> suffix <|fim_middle|>`",
+}
+
+
 def render(cfg: TrainConfig, fim: FimConfig, obj: ObjectiveConfig, model_cfg: ModelConfig, params: int,
                manifest: dict, meta: dict, device: str) -> str:
     finished = meta["step"] >= cfg.steps
     licenses = "\n".join(f"| {name} | {count} |" for name, count in manifest.get("licenses", {}).items())
     excluded = ", ".join(f"{k} ({v})" for k, v in manifest.get("excluded_distributions", {}).items()) or "none"
     last = meta.get("last_log") or {}
+    schedule = (f"cosine to x{cfg.min_lr_ratio} at step {cfg.steps}" if cfg.schedule == "cosine" else
+                f"constant, then linear to x{cfg.min_lr_ratio} over {cfg.decay_steps} steps from step {cfg.decay_start}"
+                if cfg.decay_start else "constant (no decay yet)")
     return f"""# {cfg.config}
 
 A DiffusionGemma-architecture text-diffusion mixture-of-experts model that fills the middle
@@ -35,7 +44,7 @@ of Python code, trained from scratch by `python -m dgls.model.train`. **Status: 
 | experts | {model_cfg.num_experts}, top {model_cfg.top_k} |
 | vocabulary | {model_cfg.vocab_size} (byte-level BPE, tokenizer.json) |
 | canvas | {cfg.line_canvas} tokens for line holes, {cfg.block_canvas} for block holes |
-| prompt | `<bos> <|fim_prefix|> # path: FILE + prefix <|fim_suffix|> suffix <|fim_middle|>`; the middle ends with `<eos>` |
+| prompt | {PROMPTS[fim.order]}; the middle ends with `<eos>` (order `{fim.order}`, recorded as `dgls_fim_order` in generation_config.json) |
 | weights | {cfg.export_dtype}, safetensors |
 
 ## Training data
@@ -58,12 +67,14 @@ portions are copied.
 
 - Objective: uniform-state diffusion on FIM canvases (noise t ~ U(0,1) per example, uniform
   replacement tokens, cross-entropy at every canvas position; padding after EOS weighted
-  {obj.pad_weight}), self-conditioning on {obj.sc_probability:.0%} of examples.
+  {obj.pad_weight}), self-conditioning on {obj.sc_probability:.0%} of examples; plus {obj.ar_weight} x the
+  next-token cross-entropy of every prompt token, read from the causal (encoder) pass through
+  the tied head, which the exported checkpoint does not change.
 - Holes: {fim.kind_weights()}; windows up to {fim.prefix_tokens} prefix and {fim.suffix_tokens} suffix tokens.
-- AdamW, lr {cfg.lr} (warm-up {cfg.warmup_steps}, cosine to x{cfg.min_lr_ratio}), weight decay {cfg.weight_decay},
+- AdamW, lr {cfg.lr} (warm-up {cfg.warmup_steps}, {schedule}), weight decay {cfg.weight_decay},
   batch {cfg.batch_size}, gradient clip {cfg.grad_clip}, seed {cfg.seed}.
 - Steps {meta["step"]}; canvas tokens seen {meta.get("canvas_tokens", 0):,}; prompt tokens seen {meta.get("prompt_tokens", 0):,};
-  training time {clock(meta.get("train_seconds", 0))} on {device}.
+  training time {clock(meta.get("train_seconds", 0))} ({meta.get("cpu_seconds", 0) / 3600:.2f} CPU-hours) on {device}.
 - Last logged loss {last.get("loss", float("nan")):.3f} (weighted), middle loss {last.get("middle_loss", float("nan")):.3f},
   middle token accuracy {last.get("middle_acc", float("nan")):.3f} (noisy training canvases, not an evaluation).
 

@@ -197,9 +197,24 @@ class DiffusionGemma(nn.Module):
 
         `prompt_mask` [Bp, P] (True = token) marks left padding in a training batch."""
         with self._grad():
+            return self._encode(prompt, prompt_mask)[0]
+
+    def encode_with_hidden(self, prompt: torch.Tensor, prompt_mask: torch.Tensor | None = None):
+        """The cache and the last layer's output [Bp, P, D] of the causal pass.
+
+        The reference never reads the encoder's output; training does (through `head`), so
+        that every prompt token carries a next-token loss on the weights the decoder shares
+        (model/fim.py)."""
+        with self._grad():
             return self._encode(prompt, prompt_mask)
 
-    def _encode(self, prompt: torch.Tensor, prompt_mask: torch.Tensor | None) -> PromptCache:
+    def head(self, h: torch.Tensor) -> torch.Tensor:
+        """Final norm, tied output projection and soft-cap: h [B, L, D] -> fp32 logits [B, L, V]."""
+        logits = F.linear(rms_norm(h, self.norm, self.cfg.rms_norm_eps), self.embed).float()
+        cap = self.cfg.final_logit_softcap
+        return torch.tanh(logits / cap) * cap
+
+    def _encode(self, prompt: torch.Tensor, prompt_mask: torch.Tensor | None) -> tuple[PromptCache, torch.Tensor]:
         P = prompt.shape[1]
         h = self.embed_tokens(prompt)
         tables = self._rope(torch.arange(P, device=prompt.device), h.dtype)
@@ -222,7 +237,7 @@ class DiffusionGemma(nn.Module):
                 k, v = k[:, :, -keep:], v[:, :, -keep:]
             keys.append(k)
             values.append(v)
-        return PromptCache(keys, values, P, prompt_mask)
+        return PromptCache(keys, values, P, prompt_mask), h
 
     def decode(
         self,
@@ -264,7 +279,4 @@ class DiffusionGemma(nn.Module):
             ck, cv = cache.keys[n], cache.values[n]
             o = canvas_attention(q, ck, cv, k, v, key_start.get(ck.shape[2]))
             h = layer.after_attention(h, layer.attn.output(o), layer.decoder_scalar)
-        h = rms_norm(h, self.norm, eps)
-        logits = F.linear(h, self.embed).float()
-        cap = self.cfg.final_logit_softcap
-        return torch.tanh(logits / cap) * cap
+        return self.head(h)

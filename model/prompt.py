@@ -26,9 +26,20 @@ Part = tuple[bool, str]
 
 
 def fim_parts(req: InfillRequest) -> list[Part]:
+    """Prefix-suffix-middle order (PSM)."""
     pre, suf, mid = FIM_TOKENS
     header = f"# path: {req.path}\n" if req.path else ""
     return [(True, pre), (False, header + req.prefix), (True, suf), (False, req.suffix), (True, mid)]
+
+
+def fim_spm_parts(req: InfillRequest) -> list[Part]:
+    """Suffix-prefix-middle order (SPM): what follows the cursor comes first. Typing at the
+    cursor changes only the end of the prefix, so the suffix's and most of the prefix's
+    cached keys stay valid between keystrokes; and the text just before the cursor sits
+    next to the canvas. The path header leads, where it never moves."""
+    pre, suf, mid = FIM_TOKENS
+    header = f"# path: {req.path}\n" if req.path else ""
+    return [(True, suf), (False, header + req.suffix), (True, pre), (False, req.prefix), (True, mid)]
 
 
 def gemma_chat_parts(req: InfillRequest) -> list[Part]:
@@ -53,25 +64,31 @@ def encode_parts(tok: Tokenizer, parts: list[Part], bos: int | None) -> list[int
     return ids
 
 
-def fim_prompt(tok: Tokenizer, req: InfillRequest, bos: int | None) -> list[int]:
-    return encode_parts(tok, fim_parts(req), bos)
+def fim_prompt(tok: Tokenizer, req: InfillRequest, bos: int | None, order: str = "psm") -> list[int]:
+    return encode_parts(tok, FIM_ORDERS[order](req), bos)
 
 
 def gemma_chat_prompt(tok: Tokenizer, req: InfillRequest, bos: int | None) -> list[int]:
     return encode_parts(tok, gemma_chat_parts(req), bos)
 
 
+# A FIM model's order is recorded by its trainer (generation_config.json "dgls_fim_order");
+# models that do not say were trained in PSM order.
+FIM_ORDERS = {"psm": fim_parts, "spm": fim_spm_parts}
+
 FAMILIES: dict[str, tuple[tuple[str, ...], Callable[[InfillRequest], list[Part]]]] = {
     "fim": (FIM_TOKENS, fim_parts),
+    "fim-spm": (FIM_TOKENS, fim_spm_parts),
     "gemma-chat": (CHAT_TOKENS, gemma_chat_parts),
 }
 
 
-def infill_family(tok: Tokenizer) -> str | None:
-    """The first family whose special tokens the tokenizer defines, or None."""
-    for name, (tokens, _) in FAMILIES.items():
-        if all(tok.token_id(t) is not None for t in tokens):
-            return name
+def infill_family(tok: Tokenizer, fim_order: str = "psm") -> str | None:
+    """The family whose special tokens the tokenizer defines (FIM in the model's order), or None."""
+    if all(tok.token_id(t) is not None for t in FIM_TOKENS):
+        return "fim" if fim_order == "psm" else "fim-spm"
+    if all(tok.token_id(t) is not None for t in CHAT_TOKENS):
+        return "gemma-chat"
     return None
 
 

@@ -22,7 +22,9 @@ import math
 import multiprocessing
 import multiprocessing.pool
 import random
+import signal
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -34,7 +36,9 @@ from .config import (
     CANVAS, CONFIGS, CanvasLengths, ConfigError, ModelConfig, SamplerConfig, from_name, to_hf_config,
 )
 from .dataclass_args import add_arguments, from_arguments, opt
-from .fim import Batch, FimConfig, FimDataset, FimError, FimExample, ObjectiveConfig, collate, diffusion_loss
+from .fim import (
+    Batch, FimConfig, FimDataset, FimError, FimExample, ObjectiveConfig, collate, diffusion_loss, inert_parameters,
+)
 from .network import DiffusionGemma
 from .progress import Progress, clock
 from .prompt import FIM_TOKENS
@@ -54,8 +58,17 @@ class TrainConfig:
     steps: int = opt(30_000, "optimiser steps of the whole run")
     batch_size: int = opt(64, "examples per step (one hole kind's canvas length per batch)")
     lr: float = opt(2e-3, "peak learning rate (AdamW)")
-    min_lr_ratio: float = opt(0.1, "cosine decay ends at lr * this")
+    min_lr_ratio: float = opt(0.1, "the decay ends at lr * this")
     warmup_steps: int = opt(500, "linear warm-up")
+    # wsd (warm-up, stable, decay) suits a campaign of unknown length: lr stays at its peak
+    # until --decay-start, then falls linearly over --decay-steps; both may change between
+    # chunks (a decayed model to evaluate, then back to the peak to go on).
+    schedule: str = opt("wsd", "cosine over --steps, or wsd", choices=["cosine", "wsd"])
+    decay_start: int = opt(0, "wsd: the step the decay starts at (0: never)")
+    decay_steps: int = opt(500, "wsd: length of the decay")
+    precision: str = opt("fp32", "autocast dtype of the forward pass (weights and AdamW stay fp32); bf16 pays only where the CPU has native bf16 (AVX512-BF16/AMX)",
+                         choices=["bf16", "fp32"])
+    heldout_batches: int = opt(8, "held-out batches scored at every checkpoint (0: none)")
     weight_decay: float = opt(0.1, "on matrices; norms and scales are not decayed")
     beta2: float = opt(0.95, "AdamW beta2")
     grad_clip: float = opt(1.0, "gradient norm clip")
@@ -77,7 +90,10 @@ class TrainConfig:
 
 
 # Fields that may change between chunks of one run; every other field must stay the same.
-ADJUSTABLE = {"max_minutes", "chunk_steps", "checkpoint_minutes", "log_every", "device", "threads", "data_workers"}
+ADJUSTABLE = {"max_minutes", "chunk_steps", "checkpoint_minutes", "log_every", "device", "threads", "data_workers",
+              "steps", "decay_start", "decay_steps", "precision", "heldout_batches",  # a campaign may extend or decay
+              # windows may grow as a campaign goes on (short windows are cheap early on)
+              "prefix_tokens", "suffix_tokens", "short_window_probability"}
 
 
 def derived_seed(*parts: object) -> int:
@@ -141,9 +157,13 @@ def init_weights(model: DiffusionGemma, seed: int, std: float = 0.02) -> None:
                 p.fill_(1.0)
 
 
-def make_optimizer(model: DiffusionGemma, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
-    decay = [p for _, p in sorted(model.named_parameters()) if p.dim() >= 2]
-    other = [p for _, p in sorted(model.named_parameters()) if p.dim() < 2]
+def make_optimizer(model: DiffusionGemma, cfg: TrainConfig, device: torch.device,
+                   frozen: set[str] = frozenset()) -> torch.optim.AdamW:
+    for name, p in model.named_parameters():
+        p.requires_grad_(name not in frozen)
+    trained = [(n, p) for n, p in sorted(model.named_parameters()) if n not in frozen]
+    decay = [p for _, p in trained if p.dim() >= 2]
+    other = [p for _, p in trained if p.dim() < 2]
     return torch.optim.AdamW(
         [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": other, "weight_decay": 0.0}],
         lr=cfg.lr, betas=(0.9, cfg.beta2), fused=device.type == "cuda")
@@ -152,8 +172,12 @@ def make_optimizer(model: DiffusionGemma, cfg: TrainConfig, device: torch.device
 def lr_at(step: int, cfg: TrainConfig) -> float:
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
-    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
     floor = cfg.lr * cfg.min_lr_ratio
+    if cfg.schedule == "wsd":
+        if not cfg.decay_start or step < cfg.decay_start:
+            return cfg.lr
+        return cfg.lr - (cfg.lr - floor) * min(1.0, (step - cfg.decay_start) / max(1, cfg.decay_steps))
+    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
     return floor + (cfg.lr - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
@@ -194,9 +218,11 @@ def _compare(saved: dict, current: dict, what: str) -> None:
 
 
 def train(corpus_dir: Path, tokenizer_path: Path, run: Path, cfg: TrainConfig, fim: FimConfig,
-          obj: ObjectiveConfig, *, t_start: float | None = None, log=print) -> dict:
+          obj: ObjectiveConfig, *, t_start: float | None = None, log=print,
+          stop_requested: threading.Event | None = None) -> dict:
     """Train one chunk. Returns the checkpoint's metadata ("finished" says whether all steps are done)."""
     t_start = time.monotonic() if t_start is None else t_start
+    stop_requested = stop_requested or threading.Event()
     deadline = t_start + cfg.max_minutes * 60
     device = resolve_device(cfg.device)
     if cfg.threads:
@@ -217,12 +243,15 @@ def train(corpus_dir: Path, tokenizer_path: Path, run: Path, cfg: TrainConfig, f
         model = DiffusionGemma(model_cfg)
     init_weights(model, cfg.seed)
     model.train()
-    optimizer = make_optimizer(model, cfg, device)
+    optimizer = make_optimizer(model, cfg, device, inert_parameters(model_cfg, obj))
     identity = {
         "train": asdict(cfg), "fim": asdict(fim), "objective": asdict(obj), "model_config": to_hf_config(model_cfg),
         "tokenizer_sha256": file_digest(tokenizer_path), "corpus_files": manifest.get("files"),
     }
-    meta = {"step": 0, "canvas_tokens": 0, "prompt_tokens": 0, "train_seconds": 0.0, "last_log": None}
+    # train_seconds is wall time in steps; cpu_seconds the process's CPU time in them (all
+    # threads): what a campaign on a shared machine is measured in.
+    meta = {"step": 0, "canvas_tokens": 0, "prompt_tokens": 0, "train_seconds": 0.0, "cpu_seconds": 0.0,
+            "last_log": None, "last_heldout": None}
     found = checkpoint_dir(run)
     if found is not None:
         saved = json.loads((found / STATE).read_text())
@@ -232,16 +261,18 @@ def train(corpus_dir: Path, tokenizer_path: Path, run: Path, cfg: TrainConfig, f
         for key in ("model_config", "tokenizer_sha256", "corpus_files"):
             if saved.get(key) != identity[key]:
                 raise TrainError(f"{found}: {key.replace('_', ' ')} differs from this run's; use a new --out")
-        meta.update({k: saved[k] for k in meta})
+        meta.update({k: saved[k] for k in meta if k in saved})
         load_checkpoint(found, model, optimizer)
-        log(f"resumed from {found} at step {meta['step']}")
+        log(f"resumed from {found} at step {meta['step']} ({time.monotonic() - t_start:.1f} s after start)")
     run.mkdir(parents=True, exist_ok=True)
 
     params = sum(p.numel() for p in model.parameters())
     log(f"{cfg.config}: {params / 1e6:.2f} M parameters on {device}; {len(records)} training files; "
         f"steps {meta['step']}..{cfg.steps}; chunk budget {cfg.max_minutes} min")
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
+    heldout = heldout_set(corpus_dir, tok, model_cfg, cfg, fim, obj)
+    log(f"ready to train {time.monotonic() - t_start:.1f} s after start (corpus, model, checkpoint, held-out batches)")
     bar = Progress("train", cfg.steps, "steps", start=meta["step"])
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
     window: list[dict] = []
     save_cost = 1.0 + params * 12 / 50e6  # seconds; re-measured at every save
     last_save = time.monotonic()
@@ -258,8 +289,8 @@ def train(corpus_dir: Path, tokenizer_path: Path, run: Path, cfg: TrainConfig, f
             window.clear()
 
         while meta["step"] < cfg.steps:
-            t0 = time.monotonic()
-            if t0 + step_time + 2 * save_cost > deadline:
+            t0, cpu0 = time.monotonic(), time.process_time()
+            if t0 + step_time + 2 * save_cost > deadline or stop_requested.is_set():
                 break
             if cfg.chunk_steps and meta["step"] - first_step >= cfg.chunk_steps:
                 break
@@ -280,7 +311,9 @@ def train(corpus_dir: Path, tokenizer_path: Path, run: Path, cfg: TrainConfig, f
             meta["prompt_tokens"] += int(batch.prompt_mask.sum())
             step_time = time.monotonic() - t0
             meta["train_seconds"] += step_time
-            window.append({"loss": out.loss.item(), "middle_loss": out.middle_loss, "middle_acc": out.middle_accuracy,
+            meta["cpu_seconds"] += time.process_time() - cpu0
+            window.append({"loss": out.loss.item(), "canvas_loss": out.canvas_loss, "ar_loss": out.ar_loss,
+                           "middle_loss": out.middle_loss, "middle_acc": out.middle_accuracy,
                            "grad_norm": grad_norm, "seconds": step_time, "canvas": batch.target.numel(),
                            "prompt": int(batch.prompt_mask.sum())})
             bar.update(extra=f"loss {window[-1]['loss']:.3f}")
@@ -288,26 +321,64 @@ def train(corpus_dir: Path, tokenizer_path: Path, run: Path, cfg: TrainConfig, f
                 write_log(lr)
             if time.monotonic() - last_save > cfg.checkpoint_minutes * 60:
                 t_save = time.monotonic()
+                score_heldout(model, heldout, obj, autocast, meta, log_file)
                 save_checkpoint(run, model, optimizer, {**identity, **meta}, max_bytes)
                 save_cost = time.monotonic() - t_save
                 last_save = time.monotonic()
         if window:  # a paused chunk's tail
             write_log(lr_at(meta["step"] - 1, cfg))
-    bar.close()
-    t_save = time.monotonic()
+        bar.close()
+        t_save = time.monotonic()
+        score_heldout(model, heldout, obj, autocast, meta, log_file)
     meta["finished"] = meta["step"] >= cfg.steps
     ckpt = save_checkpoint(run, model, optimizer, {**identity, **meta}, max_bytes)
     card = model_card.render(cfg, fim, obj, model_cfg, params, manifest, meta, device_name(device))
-    model_dir = export(run, model, tokenizer_path, cfg.canvas(), cfg.export_dtype, max_bytes, card)
+    model_dir = export(run, model, tokenizer_path, cfg.canvas(), cfg.export_dtype, max_bytes, card, fim.order)
     log(f"step {meta['step']}/{cfg.steps}: checkpoint {ckpt}, model {model_dir} "
         f"(saved in {time.monotonic() - t_save:.1f} s); chunk took {clock(time.monotonic() - t_start)}")
     return meta
 
 
+def heldout_set(corpus_dir: Path, tok: Tokenizer, model_cfg: ModelConfig, cfg: TrainConfig, fim: FimConfig,
+                obj: ObjectiveConfig) -> list[tuple[Batch, int]] | None:
+    """Fixed batches from the held-out packages (drawn once, by their index alone, so every run
+    on this corpus with these windows scores the same examples), each with its noise seed."""
+    if not cfg.heldout_batches:
+        return None
+    records = corpus.read_split(corpus_dir, "heldout")
+    if not records:
+        return None
+    data = FimDataset(records, tok, bos=model_cfg.bos_id, eos=model_cfg.eos_ids[0], pad=model_cfg.pad_id,
+                      fim=fim, canvas=cfg.canvas(), pad_weight=obj.pad_weight)
+    return [(data.batch(cfg.batch_size, random.Random(f"dgls-heldout:{i}")), derived_seed("heldout-noise", i))
+            for i in range(cfg.heldout_batches)]
+
+
+def score_heldout(model: DiffusionGemma, heldout, obj: ObjectiveConfig, autocast, meta: dict, log_file) -> None:
+    """Mean held-out losses (diffusion and next-token) into the log: the curve recipes are compared by."""
+    if not heldout:
+        return
+    sums = {"canvas_loss": 0.0, "middle_loss": 0.0, "middle_acc": 0.0, "ar_loss": 0.0}
+    scoring = dataclasses.replace(obj, ar_weight=max(obj.ar_weight, 1.0))  # always report the next-token loss
+    with torch.no_grad(), autocast:
+        for batch, seed in heldout:
+            out = diffusion_loss(model, batch.to(model.device), scoring, torch.Generator().manual_seed(seed))
+            for key, value in (("canvas_loss", out.canvas_loss), ("middle_loss", out.middle_loss),
+                               ("middle_acc", out.middle_accuracy), ("ar_loss", out.ar_loss)):
+                sums[key] += value
+    record = {"step": meta["step"], "train_seconds": round(meta["train_seconds"], 1),
+              "cpu_seconds": round(meta["cpu_seconds"], 1),
+              **{f"heldout_{k}": round(v / len(heldout), 4) for k, v in sums.items()}}
+    meta["last_heldout"] = record
+    log_file.write(json.dumps(record) + "\n")
+    log_file.flush()
+
+
 def log_record(window: list[dict], step: int, lr: float, elapsed_s: float) -> dict:
     """Means over the steps since the last record, and the rates they ran at."""
     secs = sum(w["seconds"] for w in window)
-    means = {k: sum(w[k] for w in window) / len(window) for k in ("loss", "middle_loss", "middle_acc", "grad_norm")}
+    means = {k: sum(w[k] for w in window) / len(window)
+             for k in ("loss", "canvas_loss", "ar_loss", "middle_loss", "middle_acc", "grad_norm")}
     return {"step": step, "lr": lr, "elapsed_s": round(elapsed_s, 1), **means,
             "steps_per_s": len(window) / secs, "canvas_tokens_per_s": sum(w["canvas"] for w in window) / secs,
             "prompt_tokens_per_s": sum(w["prompt"] for w in window) / secs}
@@ -315,7 +386,8 @@ def log_record(window: list[dict], step: int, lr: float, elapsed_s: float) -> di
 
 def log_line(r: dict, total: int) -> str:
     eta = (total - r["step"]) / r["steps_per_s"]
-    return (f"step {r['step']}/{total}  loss {r['loss']:.4f}  middle {r['middle_loss']:.4f}  "
+    return (f"step {r['step']}/{total}  loss {r['loss']:.4f}  canvas {r['canvas_loss']:.4f}  "
+            f"next-token {r['ar_loss']:.4f}  middle {r['middle_loss']:.4f}  "
             f"acc {r['middle_acc']:.3f}  lr {r['lr']:.2e}  |g| {r['grad_norm']:.2f}  {r['steps_per_s']:.2f} steps/s  "
             f"{r['canvas_tokens_per_s']:.0f} canvas tok/s  ETA {clock(eta)}")
 
@@ -339,8 +411,13 @@ def main(argv: list[str] | None = None) -> int:
         cfg = from_arguments(TrainConfig, args)
         fim = from_arguments(FimConfig, args)
         obj = from_arguments(ObjectiveConfig, args)
+        # SIGTERM or Ctrl-C ends the chunk after the current step, saved: a campaign on a
+        # machine that will be taken away loses at most one step.
+        stop = threading.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
         meta = train(args.corpus, args.tokenizer, args.out, cfg, fim, obj, t_start=t_start,
-                     log=lambda line: print(line, file=sys.stderr, flush=True))
+                     log=lambda line: print(line, file=sys.stderr, flush=True), stop_requested=stop)
     except (TrainError, StateError, corpus.CorpusError, shards.ShardError, FimError, ConfigError) as e:
         print(f"dgls.model.train: {e}", file=sys.stderr)
         return 2

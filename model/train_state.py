@@ -71,6 +71,29 @@ def save_checkpoint(run: Path, model: DiffusionGemma, optimizer: torch.optim.Ada
     return run / "checkpoint"
 
 
+def compact(src: Path, dst: Path, *, dtype: torch.dtype = torch.bfloat16, optimizer: bool = True,
+            max_bytes: int = 16 * 2**20) -> Path:
+    """A smaller copy of a checkpoint directory to keep (in git): floating tensors in `dtype`
+    (loading casts them back to the run's fp32), optionally without the AdamW moments (the
+    next chunk starts them afresh: bias correction restarts with the step count)."""
+    meta = json.loads((src / STATE).read_text())
+    if dst.exists():
+        shutil.rmtree(dst)
+    dst.mkdir(parents=True)
+
+    def cast(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {k: v.to(dtype) if v.is_floating_point() and not k.startswith("step/") else v for k, v in tensors.items()}
+
+    files = {"model": sorted(set(shards.save(cast(shards.load(src, meta["files"]["model"])), dst, "model",
+                                             max_bytes, split_large=True).values())), "optimizer": []}
+    if optimizer:
+        state = cast(shards.load(src, meta["files"]["optimizer"]))
+        files["optimizer"] = sorted(set(shards.save(state, dst, "optimizer", max_bytes, split_large=True).values()))
+    (dst / STATE).write_text(json.dumps({**meta, "files": files, "compacted": str(dtype).removeprefix("torch.")},
+                                        indent=1) + "\n")
+    return dst
+
+
 def load_checkpoint(directory: Path, model: DiffusionGemma, optimizer: torch.optim.AdamW) -> dict:
     meta = json.loads((directory / STATE).read_text())
     device = model.device
@@ -84,13 +107,16 @@ def load_checkpoint(directory: Path, model: DiffusionGemma, optimizer: torch.opt
     saved = shards.load(directory, meta["files"]["optimizer"], device)
     order = [p for group in optimizer.param_groups for p in group["params"]]
     index = {id(p): i for i, p in enumerate(order)}
-    # Parameters that never had a gradient (the encoder scalar of the last layer) have no state.
+    # Parameters the objective cannot move (fim.inert_parameters) are not optimised: they
+    # have no state, and a state saved for one under another objective is dropped.
     opt_state: dict[int, dict] = {}
     for key, value in saved.items():
         field, name = key.split("/", 1)
         if name not in params:
             raise StateError(f"{directory}: optimizer state for unknown parameter {name}")
         p = params[name]
+        if id(p) not in index:
+            continue
         shaped = value if field == "step" else value.reshape(p.shape)
         opt_state.setdefault(index[id(p)], {})[field] = shaped
     optimizer.load_state_dict({"state": opt_state, "param_groups": optimizer.state_dict()["param_groups"]})
@@ -98,7 +124,7 @@ def load_checkpoint(directory: Path, model: DiffusionGemma, optimizer: torch.opt
 
 
 def export(run: Path, model: DiffusionGemma, tokenizer_path: Path, canvas: CanvasLengths, dtype: str,
-           max_bytes: int, card: str) -> Path:
+           max_bytes: int, card: str, fim_order: str = "psm") -> Path:
     """RUN/model: what `dgls infill --model RUN/model` and the engine load."""
     final, tmp = run / "model", run / "model.tmp"
     if tmp.exists():
@@ -114,6 +140,7 @@ def export(run: Path, model: DiffusionGemma, tokenizer_path: Path, canvas: Canva
         gen = json.loads((written / "generation_config.json").read_text())
     # The canvas lengths this model was trained for, by hole kind, for the engine to read.
     gen["dgls_canvas_lengths"] = asdict(canvas)
+    gen["dgls_fim_order"] = fim_order  # the prompt order it was trained in (prompt.FIM_ORDERS)
     (tmp / "generation_config.json").write_text(json.dumps(gen, indent=2) + "\n")
     shutil.copy(tokenizer_path, tmp / "tokenizer.json")
     (tmp / "MODEL_CARD.md").write_text(card)

@@ -93,6 +93,10 @@ def sources(tmp_path):
     _write(std / "broken.py", _module("broken") + "def (:\n")
     _write(std / "huge.py", _module("huge", 4000))
     _write(std / "tiny.py", "x = 1\n")
+    # An evaluation set's task, as a package might carry it: never trained on.
+    _write(std / "evalset.py", 'def has_close_elements(numbers, threshold):\n    """ Check if in given list of numbers, '
+           'are any two numbers closer to each other than given threshold."""\n' + _module("evalset"))
+    _write(std / "harness.py", "# runs the HumanEval problems\n" + _module("harness"))
     _dist(site, "mitpkg", "License-Expression: MIT", {
         "mitpkg/__init__.py": _module("mit_init"),
         "mitpkg/_vendor/six.py": _module("six_vendored"),
@@ -126,7 +130,8 @@ def test_build_records_licenses_dedupes_splits_and_never_runs_code(sources, tmp_
     assert by_path["mitpkg/_vendor/six.py"]["package"] == "mitpkg"
     assert by_path["mitpkg/_vendor/six.py"]["group"] == "six"  # vendored code splits with its origin
     assert manifest["excluded_distributions"] == {"gplpkg": "GNU General Public License v3 (GPLv3)"}
-    assert manifest["skipped"] == {"duplicate": 2, "not_utf8": 1, "unparseable": 1, "too_large": 1, "too_short": 1}
+    assert manifest["skipped"] == {"duplicate": 2, "not_utf8": 1, "unparseable": 1, "too_large": 1, "too_short": 1,
+                                   "benchmark": 2}
 
     heldout = {r["path"] for r in corpus.read_split(out, "heldout")}
     assert heldout == {"beta/__init__.py", "beta/core.py", "mitpkg/_vendor/six.py"}

@@ -27,7 +27,6 @@ SMALL = FimConfig(prefix_tokens=64, suffix_tokens=24)
 
 
 
-
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("fim")
@@ -111,11 +110,13 @@ def test_batches_are_reproducible_one_canvas_each_left_padded(data):
         kinds = {CANVAS_KIND[k] for k in batch.kinds}
         assert len(kinds) == 1 and L == CANVAS.for_kind(kinds.pop())
         assert batch.prompt_mask.shape == (B, P) and batch.prompt_mask[:, -1].all()
-        # Left padding: each row is pads then its prompt, which starts with <bos> <|fim_prefix|>.
+        # Left padding: each row is pads then its prompt, which starts with <bos> <|fim_suffix|>
+        # (suffix first, the default order) and ends with <|fim_middle|>.
         for row, mask in zip(batch.prompt, batch.prompt_mask):
             n = int(mask.sum())
             assert not mask[: P - n].any() and (row[: P - n] == 0).all()
-            assert row[P - n].item() == 2 and row[P - n + 1].item() == 4 and row[-1].item() == 6
+            assert row[P - n].item() == 2 and row[P - n + 1].item() == 5 and row[-1].item() == 6
+            assert (row[P - n:] == 4).sum() == 1  # one <|fim_prefix|>, between suffix and prefix
         # Weights: 1 up to and including the first EOS, the pad weight after it.
         for target, weight, middle in zip(batch.target, batch.weight, batch.middle):
             eos = (target == 1).nonzero()[0].item()
@@ -142,23 +143,43 @@ def model():
     return init_random(DiffusionGemma(from_name("test-tiny")), 0)
 
 
-def test_loss_is_a_weighted_mean_and_every_parameter_learns(data, model):
+@pytest.mark.parametrize("ar_weight", [0.0, 1.0])
+def test_loss_is_a_weighted_mean_and_every_parameter_learns(data, model, ar_weight):
     batch = dataset(data).batch(4, random.Random(3))
     model.train()
-    out = fim.diffusion_loss(model, batch, ObjectiveConfig(sc_probability=1.0), torch.Generator().manual_seed(0))
+    obj = ObjectiveConfig(sc_probability=1.0, ar_weight=ar_weight)
+    out = fim.diffusion_loss(model, batch, obj, torch.Generator().manual_seed(0))
     assert out.loss.dim() == 0 and torch.isfinite(out.loss) and out.sc_mask.all()
     assert out.noise.shape == (4,) and 0 <= out.middle_accuracy <= 1
+    assert (out.ar_loss > 0) == (ar_weight > 0)
+    assert out.loss.item() == pytest.approx(out.canvas_loss + ar_weight * out.ar_loss, rel=1e-5)
     model.zero_grad()
     out.loss.backward()
-    silent = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
-    # The encoder's output after its last layer is never read (the decoder reads only the
-    # keys and values written before it), so that layer's encoder scalar cannot learn.
-    assert silent == [f"layers.{model.cfg.num_layers - 1}.encoder_scalar"]
+    inert = fim.inert_parameters(model.cfg, obj)
+    # Every parameter the objective can move gets a gradient; the inert ones (an encoder
+    # scalar whose output reaches the loss only through an RMSNorm) are exactly those whose
+    # value does not change the loss, whatever their gradient rounds to.
+    silent = {n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0}
+    assert silent <= inert
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name in sorted(inert):
+            params[name].mul_(3.0)
+            scaled = fim.diffusion_loss(model, batch, obj, torch.Generator().manual_seed(0))
+            params[name].div_(3.0)
+            assert scaled.loss.item() == pytest.approx(out.loss.item(), rel=1e-4), name
+        # The next-token head reads the last layer's output, so the scalar before it counts.
+        second_last = params[f"layers.{model.cfg.num_layers - 2}.encoder_scalar"]
+        second_last.mul_(3.0)
+        scaled = fim.diffusion_loss(model, batch, obj, torch.Generator().manual_seed(0))
+        second_last.div_(3.0)
+        assert (scaled.loss.item() != pytest.approx(out.loss.item(), rel=1e-4)) == (ar_weight > 0)
     # The same draws without self-conditioning give another loss; the padding weight matters.
-    plain = fim.diffusion_loss(model, batch, ObjectiveConfig(sc_probability=0.0), torch.Generator().manual_seed(0))
+    plain = fim.diffusion_loss(model, batch, ObjectiveConfig(sc_probability=0.0, ar_weight=ar_weight),
+                               torch.Generator().manual_seed(0))
     assert not plain.sc_mask.any() and plain.loss.item() != out.loss.item()
     heavy = fim.diffusion_loss(model, dataset(data, pad_weight=1.0).batch(4, random.Random(3)),
-                               ObjectiveConfig(sc_probability=0.0), torch.Generator().manual_seed(0))
+                               ObjectiveConfig(sc_probability=0.0, ar_weight=ar_weight), torch.Generator().manual_seed(0))
     assert heavy.loss.item() != plain.loss.item()
 
 

@@ -161,3 +161,31 @@ def test_generation_config_sets_sampler(ckpt):
     loaded = loader.load(ckpt, device="cpu")
     assert loaded.sampler.max_steps == 7 and loaded.sampler.t_min == 0.2
     assert loaded.model.cfg.eos_ids == (1, 9)
+
+
+def set_fim_order(directory, order) -> None:
+    path = directory / "generation_config.json"
+    gen = json.loads(path.read_text())
+    gen["dgls_fim_order"] = order
+    path.write_text(json.dumps(gen))
+
+
+def test_a_model_trained_suffix_first_gets_its_prompts_suffix_first(ckpt):
+    from dgls.model.api import InfillRequest
+    from dgls.model.engine import Engine
+
+    set_fim_order(ckpt, "spm")
+    engine = Engine.load(ckpt, device="cpu")
+    assert engine.loaded.family == "fim-spm"
+    tok = engine.tokenizer
+    ids = engine.prompt_ids(InfillRequest("def f(x):\n    return ", "\n\nprint(f(1))\n", "python", "a.py"))
+    pre, suf, mid = (tok.token_id(t) for t in ("<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>"))
+    assert ids[:2] == [2, suf] and ids[-1] == mid
+    text = tok.decode(ids[2:ids.index(pre)])
+    assert text.startswith("# path: a.py\n") and "print(f(1))" in text  # path and suffix first
+    assert tok.decode(ids[ids.index(pre) + 1:-1]) == "def f(x):\n    return "  # the prefix touches the canvas
+
+
+def test_an_unknown_fim_order_is_one_line(ckpt):
+    set_fim_order(ckpt, "middle-first")
+    assert "dgls_fim_order" in load_error(ckpt)

@@ -54,16 +54,29 @@ def checkpoint_tensors(run):
 
 
 def test_lr_warms_up_then_decays_to_the_floor():
-    cfg = dataclasses.replace(FAST, steps=100, warmup_steps=10)
+    cfg = dataclasses.replace(FAST, steps=100, warmup_steps=10, schedule="cosine")
     assert train.lr_at(0, cfg) == pytest.approx(cfg.lr / 10)
     assert train.lr_at(9, cfg) == pytest.approx(cfg.lr)
     assert train.lr_at(100, cfg) == pytest.approx(cfg.lr * cfg.min_lr_ratio)
 
 
+def test_wsd_holds_the_peak_until_told_to_decay():
+    """A campaign of unknown length: the peak until --decay-start, then a linear fall over
+    --decay-steps to the floor; with no decay start, the peak for ever."""
+    cfg = dataclasses.replace(FAST, steps=10_000, warmup_steps=10, schedule="wsd")
+    assert train.lr_at(0, cfg) == pytest.approx(cfg.lr / 10)
+    assert train.lr_at(9_999, cfg) == pytest.approx(cfg.lr)
+    cfg = dataclasses.replace(cfg, decay_start=1000, decay_steps=100)
+    assert train.lr_at(999, cfg) == pytest.approx(cfg.lr)
+    assert train.lr_at(1050, cfg) == pytest.approx(cfg.lr * (1 + cfg.min_lr_ratio) / 2)
+    assert train.lr_at(1100, cfg) == train.lr_at(5000, cfg) == pytest.approx(cfg.lr * cfg.min_lr_ratio)
+
+
 def test_a_few_steps_lower_the_loss(inputs, tmp_path):
     corpus_dir, tok_path = inputs
     cfg = dataclasses.replace(FAST, steps=30, batch_size=8, warmup_steps=3)
-    train.train(corpus_dir, tok_path, tmp_path, cfg, FIM, OBJ, log=lambda line: None)
+    with_ar = dataclasses.replace(OBJ, ar_weight=1.0)
+    train.train(corpus_dir, tok_path, tmp_path, cfg, FIM, with_ar, log=lambda line: None)
 
     tok = Tokenizer.from_file(tok_path)
     from dgls.model import corpus
@@ -84,9 +97,17 @@ def test_a_few_steps_lower_the_loss(inputs, tmp_path):
         for name, p in after.named_parameters():
             p.copy_(weights[name].reshape(p.shape))
     assert loss(after) < loss(before) - 0.3, (loss(before), loss(after))
-    log = [json.loads(line) for line in (tmp_path / "train_log.jsonl").read_text().splitlines()]
+    records = [json.loads(line) for line in (tmp_path / "train_log.jsonl").read_text().splitlines()]
+    log = [r for r in records if "loss" in r]
     assert [r["step"] for r in log] == list(range(3, 31, 3))
     assert all(r["steps_per_s"] > 0 and r["canvas_tokens_per_s"] > 0 for r in log)
+    # The next-token loss on the prompt is trained and logged beside the canvas's.
+    assert all(r["ar_loss"] > 0 and r["loss"] == pytest.approx(r["canvas_loss"] + r["ar_loss"]) for r in log)
+    assert log[-1]["ar_loss"] < log[0]["ar_loss"]
+    # The held-out packages are scored at the end of the chunk, with the CPU time spent.
+    heldout = [r for r in records if "heldout_canvas_loss" in r]
+    assert heldout and heldout[-1]["step"] == 30 and heldout[-1]["cpu_seconds"] > 0
+    assert heldout[-1]["heldout_ar_loss"] > 0 and 0 <= heldout[-1]["heldout_middle_acc"] <= 1
 
 
 def test_chunks_resume_to_exactly_one_runs_result(inputs, one_run, tmp_path, capsys):
@@ -126,9 +147,10 @@ def test_checkpoint_and_export_are_safetensors_under_the_limit(one_run):
 def test_exported_model_loads_and_completes(one_run):
     run, _ = one_run
     engine = Engine.load(run / "model", device="cpu")
-    assert engine.loaded.family == "fim" and engine.cfg.canvas_length == FAST.block_canvas
+    # Trained suffix-first (the default order), and the engine prompts it so.
+    assert engine.loaded.family == "fim-spm" and engine.cfg.canvas_length == FAST.block_canvas
     gen = json.loads((run / "model" / "generation_config.json").read_text())
-    assert gen["dgls_canvas_lengths"] == {"line": 16, "block": 32}
+    assert gen["dgls_canvas_lengths"] == {"line": 16, "block": 32} and gen["dgls_fim_order"] == "spm"
     result = engine.infill(InfillRequest("def add(a, b):\n    return ", "\n", path="m.py"),
                            n=2, canvas_length=16, max_steps=3, seed=0)
     assert len(result.candidates) == 2 and all(c.steps >= 1 for c in result.candidates)
@@ -141,8 +163,21 @@ def test_resume_refuses_other_settings(inputs, one_run):
     run, _ = one_run
     with pytest.raises(TrainError, match=r"lr=0.003, now 0.001"):
         train.train(corpus_dir, tok, run, dataclasses.replace(FAST, lr=1e-3), FIM, OBJ, log=lambda line: None)
-    with pytest.raises(TrainError, match="prefix_tokens"):
-        train.train(corpus_dir, tok, run, FAST, dataclasses.replace(FIM, prefix_tokens=8), OBJ, log=lambda line: None)
+    with pytest.raises(TrainError, match="order"):
+        train.train(corpus_dir, tok, run, FAST, dataclasses.replace(FIM, order="psm"), OBJ, log=lambda line: None)
+    with pytest.raises(TrainError, match="ar_weight"):
+        train.train(corpus_dir, tok, run, FAST, FIM, dataclasses.replace(OBJ, ar_weight=0.5), log=lambda line: None)
+
+
+def test_windows_and_the_schedule_may_change_between_chunks(inputs, tmp_path):
+    """Short windows are cheap early in a campaign; a later chunk may widen them, and decay
+    the learning rate, without starting over."""
+    corpus_dir, tok = inputs
+    first = dataclasses.replace(FAST, steps=4)
+    train.train(corpus_dir, tok, tmp_path, first, dataclasses.replace(FIM, prefix_tokens=24), OBJ, log=lambda line: None)
+    meta = train.train(corpus_dir, tok, tmp_path, dataclasses.replace(first, steps=6, decay_start=4, decay_steps=2),
+                       FIM, OBJ, log=lambda line: None)
+    assert meta["step"] == 6 and meta["finished"]
 
 
 def test_bad_input_is_one_line(inputs, tmp_path, capsys):
@@ -164,3 +199,29 @@ def test_shards_split_large_tensors_and_join_them_again(tmp_path):
         assert torch.equal(back[name].reshape(t.shape), t)
     with pytest.raises(shards.ShardError, match="tensor wide is"):
         shards.save(tensors, tmp_path / "x", "t", 8 * 1024)
+
+
+def test_sigterm_ends_the_chunk_after_its_step_saved(inputs, tmp_path):
+    """A campaign's machine is taken away with SIGTERM: the chunk stops at a step boundary,
+    checkpoints and exits 'paused', so nothing but the current step is lost."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    corpus_dir, tok = inputs
+    argv = [sys.executable, "-m", "dgls.model.train", "--corpus", str(corpus_dir), "--tokenizer", str(tok),
+            "--out", str(tmp_path), "--config", "test-tiny", "--steps", "100000", "--batch-size", "4",
+            "--line-canvas", "16", "--block-canvas", "32", "--prefix-tokens", "48", "--suffix-tokens", "16",
+            "--log-every", "1", "--threads", "1"]
+    proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    deadline = time.monotonic() + 120
+    for line in proc.stderr:  # wait until it has trained a step
+        if line.startswith("step ") or time.monotonic() > deadline:
+            break
+    proc.send_signal(signal.SIGTERM)
+    rest = proc.stderr.read()
+    assert proc.wait(timeout=120) == train.EXIT_PAUSED, rest
+    state = json.loads((tmp_path / "checkpoint" / "state.json").read_text())
+    assert 1 <= state["step"] < 100000 and f"paused at step {state['step']}" in rest

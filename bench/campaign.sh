@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The dgls-tiny training campaign on this CPU: start it, or continue it from the state kept
+# in git (model/campaign/dgls-tiny/), in the background. One chunk per call; it checkpoints
+# every few minutes into $RUN and stops by itself after $MINUTES.
+#
+#   bench/campaign.sh                 # continue (or start) for 120 minutes
+#   MINUTES=30 bench/campaign.sh      # a shorter chunk
+#   bench/campaign.sh keep            # copy $RUN's checkpoint into git's place, compacted to bf16
+#
+# The tokenizer is the one kept beside the state, since the checkpoint is tied to it. Every setting that defines the run is below; the
+# trainer refuses to resume with another (only ADJUSTABLE ones in model/train.py may move).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+KEPT=model/campaign/dgls-tiny
+DATA=${DATA:-$HOME/.cache/dgls-campaign}
+RUN=${RUN:-$DATA/run}
+MINUTES=${MINUTES:-120}
+. .venv/bin/activate
+
+if [ "${1:-}" = keep ]; then
+  python -c "from pathlib import Path; from dgls.model.train_state import compact; compact(Path('$RUN/checkpoint'), Path('$KEPT/checkpoint'))"
+  cp "$RUN/train_log.jsonl" "$KEPT/train_log.jsonl"
+  du -sh "$KEPT"
+  exit 0
+fi
+
+# The corpus is the stdlib plus the permissive packages of an environment installed from the
+# lock kept with the campaign (not the current test lock, which may move): the same files.
+if [ ! -f "$DATA/corpus/manifest.json" ]; then
+  python3 -m venv "$DATA/corpus-venv"
+  "$DATA/corpus-venv/bin/pip" install -q torch==2.13.0
+  "$DATA/corpus-venv/bin/pip" install -q -c "$KEPT/corpus-constraints.txt" -e ".[dev]"
+  "$DATA/corpus-venv/bin/python" -m dgls.model.corpus "$DATA/corpus"
+fi
+if [ ! -d "$RUN/checkpoint" ] && [ -f "$KEPT/checkpoint/state.json" ]; then
+  mkdir -p "$RUN" && cp -r "$KEPT/checkpoint" "$RUN/checkpoint" && cp "$KEPT/train_log.jsonl" "$RUN/train_log.jsonl"
+fi
+nohup python -m dgls.model.train --corpus "$DATA/corpus" --tokenizer "$KEPT/tokenizer.json" --out "$RUN" \
+  --config dgls-tiny --batch-size 16 --lr 2e-3 --warmup-steps 100 --steps 40000 --schedule wsd \
+  --prefix-tokens "${PREFIX_TOKENS:-256}" --suffix-tokens "${SUFFIX_TOKENS:-64}" --ar-weight "${AR_WEIGHT:-0.0}" \
+  --decay-start "${DECAY_START:-0}" --decay-steps "${DECAY_STEPS:-500}" \
+  --max-minutes "$MINUTES" --checkpoint-minutes 5 --log-every 10 \
+  >> "$DATA/train.out" 2>&1 &
+echo "training in the background (pid $!): tail -f $DATA/train.out; log $RUN/train_log.jsonl"
