@@ -17,8 +17,14 @@ RUN=${RUN:-$DATA/run}
 MINUTES=${MINUTES:-120}
 . .venv/bin/activate
 
+if pgrep -f -- "dgls.model.train .*--out $RUN( |$)" >/dev/null; then
+  echo "bench/campaign.sh: a trainer is already running on $RUN; stop it first (kill -TERM, it saves)" >&2
+  exit 2
+fi
 if [ "${1:-}" = keep ]; then
-  python -c "from pathlib import Path; from dgls.model.train_state import compact; compact(Path('$RUN/checkpoint'), Path('$KEPT/checkpoint'))"
+  [ -f "$RUN/checkpoint/state.json" ] || { echo "bench/campaign.sh: no checkpoint in $RUN" >&2; exit 2; }
+  python -c 'import sys; from pathlib import Path; from dgls.model.train_state import compact; compact(Path(sys.argv[1]), Path(sys.argv[2]))' \
+    "$RUN/checkpoint" "$KEPT/checkpoint"
   cp "$RUN/train_log.jsonl" "$KEPT/train_log.jsonl"
   du -sh "$KEPT"
   exit 0

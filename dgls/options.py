@@ -24,7 +24,7 @@ NO_MODEL_HINT = (f"set `model` in the config file (~/.config/dgls/config.toml or
 CONFIG_ENV = "DGLS_CONFIG"  # the config file; unset: $XDG_CONFIG_HOME/dgls/config.toml
 LANGUAGES = ("python", "javascript", "typescript", "tsx", "go", "rust")
 BACKENDS = ("local", "vllm")
-PROMPT_FORMATS = ("auto", "gemma-chat", "fim")
+PROMPT_FORMATS = ("auto", "gemma-chat", "fim", "fim-spm")
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,8 @@ class Options:
                                        "windows are counted in its tokens and the prompt is sent as token ids; "
                                        "unset: 3 characters per token and a text prompt", machine=True)
     remote_prompt: str = opt("auto", "infill prompt for the remote model: `auto` (from `remoteTokenizer`, else "
-                             "`gemma-chat`), `gemma-chat` (DiffusionGemma) or `fim`", choices=PROMPT_FORMATS)
+                             "`gemma-chat`), `gemma-chat` (DiffusionGemma), `fim` (prefix first) or `fim-spm` (suffix first)",
+                             choices=PROMPT_FORMATS)
     remote_line_steps: int = opt(16, "most denoising steps the server runs for a line hole (`diffusion_max_steps`)")
     remote_block_steps: int = opt(48, "most denoising steps for a block hole")
     remote_fallback: bool = opt(False, "when the vLLM server is unreachable or failing, use the local worker")

@@ -211,7 +211,11 @@ class Worker:
         try:
             engine = Engine.load(self.model_arg, dtype=self.dtype, device=self.device, progress=progress)
             # The first request would pay for first-call allocations; pay them before "ready".
-            self.warm_up_ms = engine.warm_up((CANVAS.line, CANVAS.block))
+            # A warm-up that fails (out of memory at the block canvas, say) leaves a usable model.
+            try:
+                self.warm_up_ms = engine.warm_up((CANVAS.line, CANVAS.block))
+            except Exception as e:  # noqa: BLE001 - logged; requests report their own errors
+                log.warning("warm-up failed, serving cold: %s", f"{type(e).__name__}: {e}".splitlines()[0])
         except CheckpointError as e:
             self.error, self.state = str(e), "failed"
         except Exception as e:  # noqa: BLE001 - any load failure is reported, not raised

@@ -30,7 +30,7 @@ from .config import (
 )
 from .network import DiffusionGemma
 from .paths import PICKLE_SUFFIXES, CheckpointError, resolve
-from .prompt import CHAT_TOKENS, FIM_ORDERS, FIM_TOKENS, infill_family
+from .prompt import CHAT_TOKENS, FIM_TOKENS, infill_family, read_fim_order
 from .tokenizer import Tokenizer
 
 INDEX = "model.safetensors.index.json"
@@ -193,11 +193,10 @@ def load_state(
 
 def fim_order(directory: Path) -> str:
     """The FIM order the model was trained in (generation_config.json "dgls_fim_order"; PSM when unsaid)."""
-    gen_path = directory / "generation_config.json"
-    order = _read_json(gen_path, "generation config").get("dgls_fim_order", "psm") if gen_path.exists() else "psm"
-    if order not in FIM_ORDERS:
-        raise CheckpointError(f"{gen_path}: dgls_fim_order must be one of {', '.join(FIM_ORDERS)}, not {order!r}")
-    return order
+    try:
+        return read_fim_order(directory)
+    except ValueError as e:
+        raise CheckpointError(str(e)) from None
 
 
 def load_tokenizer(directory: Path) -> tuple[Tokenizer, str]:

@@ -9,7 +9,9 @@ Special tokens are inserted by id; user text never becomes a special token.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
+from pathlib import Path
 
 from .api import InfillRequest
 from .tokenizer import Tokenizer
@@ -75,6 +77,21 @@ def gemma_chat_prompt(tok: Tokenizer, req: InfillRequest, bos: int | None) -> li
 # A FIM model's order is recorded by its trainer (generation_config.json "dgls_fim_order");
 # models that do not say were trained in PSM order.
 FIM_ORDERS = {"psm": fim_parts, "spm": fim_spm_parts}
+
+
+def read_fim_order(directory: Path) -> str:
+    """The order recorded beside a model's weights (torch-free: the server and the remote
+    backend read it too). ValueError, one line, for an unreadable file or an unknown order."""
+    path = directory / "generation_config.json"
+    if not path.is_file():
+        return "psm"
+    try:
+        order = json.loads(path.read_text()).get("dgls_fim_order", "psm")
+    except (OSError, ValueError, AttributeError) as e:
+        raise ValueError(f"{path}: unreadable ({e})") from None
+    if order not in FIM_ORDERS:
+        raise ValueError(f"{path}: dgls_fim_order must be one of {', '.join(FIM_ORDERS)}, not {order!r}")
+    return order
 
 FAMILIES: dict[str, tuple[tuple[str, ...], Callable[[InfillRequest], list[Part]]]] = {
     "fim": (FIM_TOKENS, fim_parts),

@@ -15,6 +15,7 @@ first (run the command again), 2 on bad input.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -113,7 +114,9 @@ class BatchSource:
             _SOURCES[id(self)] = self  # forked workers find it here (fork copies, never pickles, it)
             # The workers run only Python and the tokenizer (no torch, no CUDA), so forking a
             # process that holds a model is safe.
-            self.pool = multiprocessing.get_context("fork").Pool(workers)
+            # Workers take the default signal handlers back: the trainer's own (stop after
+            # this step) would keep terminate() from ending them.
+            self.pool = multiprocessing.get_context("fork").Pool(workers, initializer=_default_signals)
             self.lookahead = 2 * workers
 
     def examples(self, step: int) -> list[FimExample]:
@@ -140,6 +143,11 @@ class BatchSource:
 
 
 _SOURCES: dict[int, BatchSource] = {}
+
+
+def _default_signals() -> None:
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, signal.SIG_DFL)
 
 
 def _draw(source: int, step: int) -> list[FimExample]:
@@ -209,9 +217,16 @@ def check_tokenizer(tok: Tokenizer, cfg: ModelConfig, path: Path) -> None:
                          "(train one with python -m dgls.model.bpe)")
 
 
+# What a setting meant in checkpoints written before it existed.
+BEFORE_THE_SETTING = {"schedule": "cosine", "order": "psm", "ar_weight": 0.0}
+
+
 def _compare(saved: dict, current: dict, what: str) -> None:
     for key, value in current.items():
-        if key in ADJUSTABLE or saved.get(key) == value:
+        if key == "steps" and current.get("schedule") == "cosine" and saved.get(key) != value:
+            raise TrainError(f"checkpoint was made with steps={saved.get(key)}, now {value}: under the cosine "
+                             "schedule that moves the learning rate mid-run; keep --steps (wsd may extend)")
+        if key in ADJUSTABLE or saved.get(key, BEFORE_THE_SETTING.get(key)) == value:
             continue
         raise TrainError(f"checkpoint was made with {what} {key}={saved.get(key)!r}, now {value!r}; "
                          "use the same settings to resume, or a new --out")
@@ -329,7 +344,9 @@ def train(corpus_dir: Path, tokenizer_path: Path, run: Path, cfg: TrainConfig, f
             write_log(lr_at(meta["step"] - 1, cfg))
         bar.close()
         t_save = time.monotonic()
-        score_heldout(model, heldout, obj, autocast, meta, log_file)
+        # Not when told to stop (the save comes first), nor twice for one step.
+        if not stop_requested.is_set() and (meta["last_heldout"] or {}).get("step") != meta["step"]:
+            score_heldout(model, heldout, obj, autocast, meta, log_file)
     meta["finished"] = meta["step"] >= cfg.steps
     ckpt = save_checkpoint(run, model, optimizer, {**identity, **meta}, max_bytes)
     card = model_card.render(cfg, fim, obj, model_cfg, params, manifest, meta, device_name(device))
@@ -398,6 +415,26 @@ def device_name(device: torch.device) -> str:
     return f"CPU ({torch.get_num_threads()} threads)"
 
 
+@contextlib.contextmanager
+def stop_on_signals():
+    """SIGTERM or Ctrl-C ends the chunk after the current step, saved: a campaign on a machine
+    that will be taken away loses at most one step. A second one interrupts at once. The
+    previous handlers come back afterwards (tests run chunks in their own process)."""
+    stop = threading.Event()
+
+    def handler(signum, frame):
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield stop
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
 def main(argv: list[str] | None = None) -> int:
     t_start = time.monotonic()
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -411,13 +448,9 @@ def main(argv: list[str] | None = None) -> int:
         cfg = from_arguments(TrainConfig, args)
         fim = from_arguments(FimConfig, args)
         obj = from_arguments(ObjectiveConfig, args)
-        # SIGTERM or Ctrl-C ends the chunk after the current step, saved: a campaign on a
-        # machine that will be taken away loses at most one step.
-        stop = threading.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: stop.set())
-        meta = train(args.corpus, args.tokenizer, args.out, cfg, fim, obj, t_start=t_start,
-                     log=lambda line: print(line, file=sys.stderr, flush=True), stop_requested=stop)
+        with stop_on_signals() as stop:
+            meta = train(args.corpus, args.tokenizer, args.out, cfg, fim, obj, t_start=t_start,
+                         log=lambda line: print(line, file=sys.stderr, flush=True), stop_requested=stop)
     except (TrainError, StateError, corpus.CorpusError, shards.ShardError, FimError, ConfigError) as e:
         print(f"dgls.model.train: {e}", file=sys.stderr)
         return 2

@@ -12,7 +12,9 @@ import pytest
 
 
 def dgls(*args, env=None, timeout=120):
-    full_env = {k: v for k, v in os.environ.items() if k != "DGLS_MODEL"} | (env or {})
+    # Never the user's own ~/.config/dgls/config.toml: a test that wants one passes DGLS_CONFIG.
+    full_env = {k: v for k, v in os.environ.items() if k != "DGLS_MODEL"} | {"DGLS_CONFIG": os.devnull + ".none"}
+    full_env |= env or {}
     return subprocess.run([sys.executable, "-m", "dgls.cli", *args], capture_output=True, text=True,
                           env=full_env, timeout=timeout)
 
@@ -175,9 +177,9 @@ def test_complete_reads_the_model_from_the_config_file(random_checkpoint, tmp_pa
 def test_complete_without_a_suggestion_says_why_on_one_line(random_checkpoint, tmp_path):
     """Random weights write code the filters reject: plain output says how many and why."""
     path = write(tmp_path, "m.py", SOURCE)
-    for seed in range(1, 40):
+    for seed in range(1, 12):
         proc = dgls("complete", f"{path}:6:5", "--model", str(random_checkpoint), "--seed", str(seed), "--n", "2")
-        if proc.returncode == 1:
+        if proc.returncode != 0:
             break
     assert proc.returncode == 1 and proc.stdout == ""
     line, = proc.stderr.strip().splitlines()

@@ -72,6 +72,19 @@ def test_request_mapping_for_vllm_0_33(random_checkpoint):
     assert "stop_token_ids" not in text
 
 
+def test_a_model_trained_suffix_first_is_prompted_suffix_first_remotely(random_checkpoint, tmp_path):
+    """A dgls-trained model served by vLLM gets its own order, read from generation_config.json."""
+    import shutil
+
+    spm = shutil.copytree(random_checkpoint, tmp_path / "spm")
+    gen = spm / "generation_config.json"
+    gen.write_text(json.dumps({**json.loads(gen.read_text()), "dgls_fim_order": "spm"}))
+    req = InfillRequest("x = ", "\nprint(x)\n", "python", "/project/app.py")
+    body = VllmBackend(options("http://127.0.0.1:9", spm)).body(req, n=1, canvas_length=CANVAS, max_steps=16)
+    assert body["prompt"] == build_prompt("fim-spm", Tokenizer.from_file(spm / "tokenizer.json"), req, 2)
+    assert body["prompt"] != build_prompt("fim", Tokenizer.from_file(spm / "tokenizer.json"), req, 2)
+
+
 def test_windows_count_with_the_tokenizer_or_three_characters_per_token(random_checkpoint):
     fixed_checkpoint = random_checkpoint
     exact = VllmBackend(options("http://x", fixed_checkpoint))

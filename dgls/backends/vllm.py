@@ -235,12 +235,15 @@ class VllmBackend:
 def load_prompt_setup(tokenizer: str | None, prompt: str):
     """(tokenizer or None, prompt family, BOS id or None) for the remote model. With a local
     tokenizer the prompt goes out as token ids, exactly as the local engine builds it."""
-    from ..model.prompt import infill_family
+    from ..model.prompt import infill_family, read_fim_order
 
     if tokenizer is None:
         return None, "gemma-chat" if prompt == "auto" else prompt, None
     tok, directory = read_tokenizer(tokenizer, "remoteTokenizer")
-    family = infill_family(tok) if prompt == "auto" else prompt
+    try:  # a dgls-trained model says which FIM order it learnt
+        family = infill_family(tok, read_fim_order(directory)) if prompt == "auto" else prompt
+    except ValueError as e:
+        raise NoModel(f"remoteTokenizer {tokenizer}: {e}") from None
     if family is None:
         raise NoModel(f"remoteTokenizer {tokenizer} defines neither FIM nor Gemma chat tokens; set remotePrompt")
     try:  # DiffusionGemma's config keeps the token ids in text_config
