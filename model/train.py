@@ -93,6 +93,7 @@ class TrainConfig:
 # Fields that may change between chunks of one run; every other field must stay the same.
 ADJUSTABLE = {"max_minutes", "chunk_steps", "checkpoint_minutes", "log_every", "device", "threads", "data_workers",
               "steps", "decay_start", "decay_steps", "precision", "heldout_batches",  # a campaign may extend or decay
+              "lr", "batch_size",  # a campaign re-tunes these as it goes (each step's data stays a function of the step)
               # windows may grow as a campaign goes on (short windows are cheap early on)
               "prefix_tokens", "suffix_tokens", "short_window_probability"}
 

@@ -161,8 +161,8 @@ def test_exported_model_loads_and_completes(one_run):
 def test_resume_refuses_other_settings(inputs, one_run):
     corpus_dir, tok = inputs
     run, _ = one_run
-    with pytest.raises(TrainError, match=r"lr=0.003, now 0.001"):
-        train.train(corpus_dir, tok, run, dataclasses.replace(FAST, lr=1e-3), FIM, OBJ, log=lambda line: None)
+    with pytest.raises(TrainError, match=r"weight_decay=0.1, now 0.01"):
+        train.train(corpus_dir, tok, run, dataclasses.replace(FAST, weight_decay=0.01), FIM, OBJ, log=lambda line: None)
     with pytest.raises(TrainError, match="order"):
         train.train(corpus_dir, tok, run, FAST, dataclasses.replace(FIM, order="psm"), OBJ, log=lambda line: None)
     with pytest.raises(TrainError, match="ar_weight"):
