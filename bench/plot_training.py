@@ -18,7 +18,7 @@ def heldout(path: Path, threads: int) -> list[dict]:
     """Held-out records with cumulative CPU-hours. Chunks run before the trainer counted CPU
     time count wall seconds x threads; the CPU counter, started at a later resume, goes on
     from there."""
-    rows, offset, last = [], 0.0, 0.0
+    rows, offset = [], 0.0
     for line in path.read_text().splitlines():
         r = json.loads(line)
         if "heldout_canvas_loss" not in r:
@@ -26,8 +26,7 @@ def heldout(path: Path, threads: int) -> list[dict]:
         if "cpu_seconds" in r:
             cpu = offset + r["cpu_seconds"]
         else:
-            cpu = last = r["train_seconds"] * threads
-            offset = last
+            cpu = offset = r["train_seconds"] * threads
         rows.append({**r, "cpu_hours": cpu / 3600})
     return rows
 

@@ -108,7 +108,8 @@ class Engine:
     def warm_up(self, canvas_lengths: tuple[int, ...], steps: int = 2) -> dict[int, float]:
         """A real infill at each canvas length, through the batched path the worker serves
         with, so the first user's request does not pay for first-call allocations and kernel
-        choices (2.2 s against 0.43 s warm, measured). Returns the milliseconds each took."""
+        choices. On a 2-core CPU the first request was measured no slower than later ones
+        (bench/RESULTS.md, "Cold start"); on CUDA, first calls are. Returns the ms each took."""
         req = InfillRequest(WARM_UP_PREFIX, "\n", language="python", path="warm_up.py")
         took = {}
         for L in canvas_lengths:

@@ -357,6 +357,11 @@ def train(corpus_dir: Path, tokenizer_path: Path, run: Path, cfg: TrainConfig, f
     return meta
 
 
+# Examples per held-out batch: fixed, not --batch-size, which a campaign may change between
+# chunks, so scores before and after such a change are of the same examples.
+HELDOUT_BATCH = 16
+
+
 def heldout_set(corpus_dir: Path, tok: Tokenizer, model_cfg: ModelConfig, cfg: TrainConfig, fim: FimConfig,
                 obj: ObjectiveConfig) -> list[tuple[Batch, int]] | None:
     """Fixed batches from the held-out packages (drawn once, by their index alone, so every run
@@ -368,7 +373,7 @@ def heldout_set(corpus_dir: Path, tok: Tokenizer, model_cfg: ModelConfig, cfg: T
         return None
     data = FimDataset(records, tok, bos=model_cfg.bos_id, eos=model_cfg.eos_ids[0], pad=model_cfg.pad_id,
                       fim=fim, canvas=cfg.canvas(), pad_weight=obj.pad_weight)
-    return [(data.batch(cfg.batch_size, random.Random(f"dgls-heldout:{i}")), derived_seed("heldout-noise", i))
+    return [(data.batch(HELDOUT_BATCH, random.Random(f"dgls-heldout:{i}")), derived_seed("heldout-noise", i))
             for i in range(cfg.heldout_batches)]
 
 

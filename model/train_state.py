@@ -49,26 +49,33 @@ def checkpoint_dir(run: Path) -> Path | None:
     return None
 
 
-def save_checkpoint(run: Path, model: DiffusionGemma, optimizer: torch.optim.AdamW, meta: dict,
-                    max_bytes: int) -> Path:
-    """RUN/checkpoint: parameters and AdamW state in safetensors files of at most `max_bytes`
-    (split tensors when needed), and `meta` (step, settings, counters) in state.json."""
-    tmp = run / "checkpoint.tmp"
+def write_state(final: Path, weights: dict[str, torch.Tensor], moments: dict[str, torch.Tensor], meta: dict,
+                max_bytes: int) -> Path:
+    """A checkpoint directory: parameters and AdamW state in safetensors files of at most
+    `max_bytes` (split tensors when needed) and `meta` in state.json, written beside `final`
+    and swapped in."""
+    tmp = final.with_name(final.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
+    files = {
+        "model": sorted(set(shards.save(weights, tmp, "model", max_bytes, split_large=True).values())),
+        "optimizer": sorted(set(shards.save(moments, tmp, "optimizer", max_bytes, split_large=True).values())),
+    }
+    (tmp / STATE).write_text(json.dumps({**meta, "files": files}, indent=1) + "\n")
+    swap_in(tmp, final)
+    return final
+
+
+def save_checkpoint(run: Path, model: DiffusionGemma, optimizer: torch.optim.AdamW, meta: dict,
+                    max_bytes: int) -> Path:
+    """RUN/checkpoint: the model's parameters, the AdamW state and `meta` (step, settings, counters)."""
     names = {id(p): n for n, p in model.named_parameters()}
     state = {}
     for p, s in optimizer.state.items():
         for key, value in s.items():
             state[f"{key}/{names[id(p)]}"] = value
-    files = {
-        "model": sorted(set(shards.save(dict(model.state_dict()), tmp, "model", max_bytes, split_large=True).values())),
-        "optimizer": sorted(set(shards.save(state, tmp, "optimizer", max_bytes, split_large=True).values())),
-    }
-    (tmp / STATE).write_text(json.dumps({**meta, "files": files}, indent=1) + "\n")
-    swap_in(tmp, run / "checkpoint")
-    return run / "checkpoint"
+    return write_state(run / "checkpoint", dict(model.state_dict()), state, meta, max_bytes)
 
 
 def compact(src: Path, dst: Path, *, dtype: torch.dtype = torch.bfloat16, optimizer: bool = True,
@@ -77,21 +84,13 @@ def compact(src: Path, dst: Path, *, dtype: torch.dtype = torch.bfloat16, optimi
     (loading casts them back to the run's fp32), optionally without the AdamW moments (the
     next chunk starts them afresh: bias correction restarts with the step count)."""
     meta = json.loads((src / STATE).read_text())
-    if dst.exists():
-        shutil.rmtree(dst)
-    dst.mkdir(parents=True)
 
     def cast(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {k: v.to(dtype) if v.is_floating_point() and not k.startswith("step/") else v for k, v in tensors.items()}
 
-    files = {"model": sorted(set(shards.save(cast(shards.load(src, meta["files"]["model"])), dst, "model",
-                                             max_bytes, split_large=True).values())), "optimizer": []}
-    if optimizer:
-        state = cast(shards.load(src, meta["files"]["optimizer"]))
-        files["optimizer"] = sorted(set(shards.save(state, dst, "optimizer", max_bytes, split_large=True).values()))
-    (dst / STATE).write_text(json.dumps({**meta, "files": files, "compacted": str(dtype).removeprefix("torch.")},
-                                        indent=1) + "\n")
-    return dst
+    weights = cast(shards.load(src, meta["files"]["model"]))
+    moments = cast(shards.load(src, meta["files"]["optimizer"])) if optimizer else {}
+    return write_state(dst, weights, moments, {**meta, "compacted": str(dtype).removeprefix("torch.")}, max_bytes)
 
 
 def load_checkpoint(directory: Path, model: DiffusionGemma, optimizer: torch.optim.AdamW) -> dict:
