@@ -5,6 +5,7 @@
 #
 #   bench/campaign.sh                 # continue (or start) for 120 minutes
 #   MINUTES=30 bench/campaign.sh      # a shorter chunk
+#   DECAY_START=900 DECAY_STEPS=150 bench/campaign.sh   # decay the lr (a branch to evaluate)
 #   bench/campaign.sh keep            # copy $RUN's checkpoint into git's place, compacted to bf16
 #
 # The tokenizer is the one kept beside the state, since the checkpoint is tied to it. Every setting that defines the run is below; the
@@ -42,9 +43,9 @@ if [ ! -d "$RUN/checkpoint" ] && [ -f "$KEPT/checkpoint/state.json" ]; then
   mkdir -p "$RUN" && cp -r "$KEPT/checkpoint" "$RUN/checkpoint" && cp "$KEPT/train_log.jsonl" "$RUN/train_log.jsonl"
 fi
 nohup python -m dgls.model.train --corpus "$DATA/corpus" --tokenizer "$KEPT/tokenizer.json" --out "$RUN" \
-  --config dgls-tiny --batch-size 16 --lr 2e-3 --warmup-steps 100 --steps 40000 --schedule wsd \
+  --config dgls-tiny --batch-size "${BATCH_SIZE:-32}" --lr "${LR:-1e-3}" --warmup-steps 100 --steps 40000 --schedule wsd \
   --prefix-tokens "${PREFIX_TOKENS:-256}" --suffix-tokens "${SUFFIX_TOKENS:-64}" --ar-weight "${AR_WEIGHT:-0.0}" \
   --decay-start "${DECAY_START:-0}" --decay-steps "${DECAY_STEPS:-500}" \
-  --max-minutes "$MINUTES" --checkpoint-minutes 5 --log-every 10 \
+  --max-minutes "$MINUTES" --checkpoint-minutes 5 --log-every 10 --threads "${THREADS:-0}" \
   >> "$DATA/train.out" 2>&1 &
 echo "training in the background (pid $!): tail -f $DATA/train.out; log $RUN/train_log.jsonl"

@@ -330,7 +330,7 @@ def load_engine(args: argparse.Namespace, options: Options):
 
     try:
         return Engine.load(chosen_model(options), dtype=args.dtype, device=args.device,
-                           progress=progress_bar("loading model"))
+                           progress=progress_bar("loading model"), prompt_cache_mib=options.prompt_cache_mib)
     except CheckpointError as e:
         raise UsageError(str(e)) from None
 

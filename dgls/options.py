@@ -14,7 +14,7 @@ import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from .model.config import CANVAS  # no torch there
+from .model.config import CANVAS, PROMPT_CACHE_MIB  # no torch there
 from .model.dataclass_args import opt  # the one field-with-help helper
 
 MODEL_ENV = "DGLS_MODEL"
@@ -48,6 +48,8 @@ class Options:
     cache_entries: int = opt(250, "exact suggestion cache size (LRU)")
     cache_ttl_s: float = opt(300.0, "exact suggestion cache lifetime")
     worker_idle_s: float = opt(600.0, "the worker exits after this long without requests")
+    prompt_cache_mib: int = opt(PROMPT_CACHE_MIB, "memory the worker keeps recent prompts' encodings in, so a "
+                                "keystroke re-encodes only what changed (0: off; the first server to start the worker sets it)")
     worker_grace_ms: int = opt(5000, "past the latency budget, a worker that answers neither the request nor a "
                                      "health check within this long is given up on (no suggestion)")
     # A remote vLLM (>= 0.33) serving DiffusionGemma instead of the local worker (docs/remote-vllm.md).
@@ -95,7 +97,7 @@ def _camel(name: str) -> str:
 
 _BY_CAMEL = {_camel(f.name): f for f in fields(Options)}
 _FIELDS = {f.name: f for f in fields(Options)}
-_POSITIVE = {"debounce_ms", "cache_entries"}  # may be 0; the rest of the numbers must be > 0
+_POSITIVE = {"debounce_ms", "cache_entries", "prompt_cache_mib"}  # may be 0; the rest of the numbers must be > 0
 
 
 def _check(name: str, value, default):

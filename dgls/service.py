@@ -55,6 +55,7 @@ class Status:
     cache_hits: int = 0
     message: str | None = None
     backend: dict = field(default_factory=lambda: {"kind": "local"})
+    prompt_cache: dict | None = None  # the worker's prompt store: entries, MiB, tokens encoded and reused
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import wire
+from .model.config import PROMPT_CACHE_MIB  # no torch there
 
 log = logging.getLogger("dgls.worker")
 
@@ -99,12 +100,14 @@ def parse_infill(params: dict) -> dict:
 
 
 class Worker:
-    def __init__(self, model: str, socket_path: Path, *, device: str | None, dtype: str, idle_timeout: float):
+    def __init__(self, model: str, socket_path: Path, *, device: str | None, dtype: str, idle_timeout: float,
+                 prompt_cache_mib: float = PROMPT_CACHE_MIB):
         self.model_arg = model
         self.socket_path = socket_path
         self.device = device
         self.dtype = dtype
         self.idle_timeout = idle_timeout
+        self.prompt_cache_mib = prompt_cache_mib
         self.state = "loading"  # loading | ready | failed
         self.progress = (0, 0)
         self.error: str | None = None
@@ -209,11 +212,13 @@ class Worker:
             self.progress = (done, total)
 
         try:
-            engine = Engine.load(self.model_arg, dtype=self.dtype, device=self.device, progress=progress)
+            engine = Engine.load(self.model_arg, dtype=self.dtype, device=self.device, progress=progress,
+                                 prompt_cache_mib=self.prompt_cache_mib)
             # The first request would pay for first-call allocations; pay them before "ready".
             # A warm-up that fails (out of memory at the block canvas, say) leaves a usable model.
             try:
                 self.warm_up_ms = engine.warm_up((CANVAS.line, CANVAS.block))
+                engine.prompts.clear()  # its statistics count users' requests only
             except Exception as e:  # noqa: BLE001 - logged; requests report their own errors
                 log.warning("warm-up failed, serving cold: %s", f"{type(e).__name__}: {e}".splitlines()[0])
         except CheckpointError as e:
@@ -456,7 +461,8 @@ class Worker:
                        parameters=sum(p.numel() for p in self.engine.model.parameters()),
                        canvas_length=cfg.canvas_length, vocab_size=cfg.vocab_size, layers=cfg.num_layers,
                        experts=cfg.num_experts, top_k=cfg.top_k,
-                       warm_up_ms={str(L): round(ms, 1) for L, ms in self.warm_up_ms.items()})
+                       warm_up_ms={str(L): round(ms, 1) for L, ms in self.warm_up_ms.items()},
+                       prompt_cache=self.engine.prompts.stats())
         return out
 
 
@@ -467,11 +473,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--idle-timeout", type=float, default=600.0, help="exit after this many idle seconds")
     ap.add_argument("--device", default=None)
     ap.add_argument("--dtype", default="auto")
+    ap.add_argument("--prompt-cache-mib", type=float, default=PROMPT_CACHE_MIB,
+                    help="memory for recent prompts' encodings (0: off)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
     async def run() -> None:
-        worker = Worker(args.model, args.socket, device=args.device, dtype=args.dtype, idle_timeout=args.idle_timeout)
+        worker = Worker(args.model, args.socket, device=args.device, dtype=args.dtype, idle_timeout=args.idle_timeout,
+                        prompt_cache_mib=args.prompt_cache_mib)
         await worker.run()
 
     try:

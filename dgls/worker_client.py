@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import runtime, wire
+from .model.config import PROMPT_CACHE_MIB
 from .model.api import InfillCandidate, InfillRequest, InfillResult
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,7 @@ class WorkerSpec:
     device: str | None = None
     dtype: str = "auto"
     idle_timeout: float = 600.0
+    prompt_cache_mib: float = PROMPT_CACHE_MIB
 
     @property
     def key(self) -> str:
@@ -112,7 +114,8 @@ class WorkerClient:
                 sock.unlink()  # stale: nothing answers there
             with open(self.spec.log_file, "ab") as out:
                 cmd = [sys.executable, "-m", "dgls.worker", "--model", self.spec.model, "--socket", str(sock),
-                       "--idle-timeout", str(self.spec.idle_timeout), "--dtype", self.spec.dtype]
+                       "--idle-timeout", str(self.spec.idle_timeout), "--dtype", self.spec.dtype,
+                       "--prompt-cache-mib", str(self.spec.prompt_cache_mib)]
                 if self.spec.device:
                     cmd += ["--device", self.spec.device]
                 # Its own session: the worker outlives the editor that started it, and a

@@ -37,3 +37,4 @@ class InfillResult:
     encode_ms: float
     denoise_ms: float
     stop_reason: str  # "converged" | "max_steps" | "callback" (cancelled or out of budget)
+    reused_tokens: int = 0  # prompt tokens whose encoding came from an earlier request's

@@ -114,6 +114,10 @@ class CanvasLengths:
 
 CANVAS = CanvasLengths()
 
+# The worker's store of recent prompts' encoder states (model/prompt_store.py), in MiB: a few
+# dozen dgls-tiny prompts at the server's windows (~8 MiB each), a couple of a full-size model's.
+PROMPT_CACHE_MIB = 256
+
 
 def layer_pattern(num_layers: int, sliding_per_global: int = 5) -> tuple[bool, ...]:
     """Gemma's layer pattern: `sliding_per_global` sliding layers then one global; last is global."""
@@ -408,7 +412,7 @@ def sampler_to_generation_config(s: SamplerConfig) -> dict:
 
 
 __all__ = [
-    "CANVAS", "CONFIGS", "CanvasLengths", "ConfigError", "LayerSpec", "ModelConfig", "RopeSpec", "SamplerConfig",
+    "CANVAS", "CONFIGS", "PROMPT_CACHE_MIB", "CanvasLengths", "ConfigError", "LayerSpec", "ModelConfig", "RopeSpec", "SamplerConfig",
     "VISION_PLACEHOLDER", "from_hf_config", "from_name", "make_config", "sampler_from_generation_config",
     "sampler_to_generation_config", "to_hf_config", "uniform_geometry",
 ]

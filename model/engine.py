@@ -1,6 +1,8 @@
 """The engine: a loaded model that turns (prefix, suffix) into n candidate middles.
 
 The prompt is encoded once; the n canvases are denoised as one batch over that shared cache.
+Recent prompts' encoder states are kept (model/prompt_store.py), so a prompt that starts like
+one of them, as the next keystroke's does, is encoded only from where it differs.
 This is the one entry point the worker and the CLI's in-process fallback call.
 """
 
@@ -13,17 +15,24 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from . import loader
 from .api import EngineError, InfillCandidate, InfillRequest, InfillResult
 from .prompt import build_prompt
-from .network import PromptCache
+from .network import EncoderState, PromptCache
+from .prompt_store import DEFAULT_MAX_MIB, PromptStore
 from .sampler import StepState, denoise
 
 
 class Engine:
-    def __init__(self, loaded: loader.LoadedModel):
+    def __init__(self, loaded: loader.LoadedModel, *, prompt_cache_mib: float = DEFAULT_MAX_MIB,
+                 draws: str = "accepted"):
         self.loaded = loaded
+        # Random draws only where a step accepts (model/sampler.py): the reference's own
+        # order ("reference") gives transformers' tokens for a seed, at ~12 ms a step on a CPU.
+        self.draws = draws
+        self.prompts = PromptStore(int(prompt_cache_mib * 2**20))
         self.model = loaded.model
         self.tokenizer = loaded.tokenizer
         self.cfg = loaded.model.cfg
@@ -32,8 +41,9 @@ class Engine:
         self.stop_ids = set(self.cfg.eos_ids) | {self.cfg.pad_id} | self.tokenizer.special_ids()
 
     @classmethod
-    def load(cls, path: str | Path, **kwargs) -> Engine:
-        return cls(loader.load(path, **kwargs))
+    def load(cls, path: str | Path, *, prompt_cache_mib: float = DEFAULT_MAX_MIB, draws: str = "accepted",
+             **kwargs) -> Engine:
+        return cls(loader.load(path, **kwargs), prompt_cache_mib=prompt_cache_mib, draws=draws)
 
     def _sync(self) -> None:
         if self.model.device.type == "cuda":
@@ -94,16 +104,17 @@ class Engine:
                     return True
             return on_step is not None and on_step(state)
 
-        prompt = torch.tensor([ids], dtype=torch.long, device=self.model.device)
-        cache = self.model.encode(prompt)
+        state, reused = self.prompts.encode(self.model, ids)
+        cache = state.prompt_cache()
         self._sync()
         t1 = time.perf_counter()
-        result = denoise(self.model, cache, n, sampler, canvas_length=L, seed=seed, on_step=step_hook)
+        result = denoise(self.model, cache, n, sampler, canvas_length=L, seed=seed, on_step=step_hook,
+                         draws=self.draws)
         self._sync()
         t2 = time.perf_counter()
 
         candidates = [self._candidate(tokens, result, row) for row, tokens in enumerate(result.tokens.tolist())]
-        return InfillResult(candidates, len(ids), L, (t1 - t0) * 1e3, (t2 - t1) * 1e3, result.stop_reason)
+        return InfillResult(candidates, len(ids), L, (t1 - t0) * 1e3, (t2 - t1) * 1e3, result.stop_reason, reused)
 
     def warm_up(self, canvas_lengths: tuple[int, ...], steps: int = 2) -> dict[int, float]:
         """A real infill at each canvas length, through the batched path the worker serves
@@ -152,11 +163,33 @@ class BatchItem:
     cancelled: Callable[[], bool] = lambda: False
 
 
+def batch_cache(states: list[EncoderState], owner: torch.Tensor) -> PromptCache:
+    """One decoder cache for prompts encoded one by one: each layer's keys left-padded to the
+    longest, row r of the result holding prompt owner[r]'s. Each row's canvas starts right
+    after its own prompt, so every row computes what its prompt alone would."""
+    caches = [s.prompt_cache() for s in states]
+    first = caches[0]
+    if len(caches) == 1:
+        return first  # one row, read by every canvas
+    P = max(c.length for c in caches)
+    device = first.keys[0].device
+
+    def padded(tensors: list[torch.Tensor]) -> torch.Tensor:
+        width = max(t.shape[2] for t in tensors)
+        return torch.cat([F.pad(t, (0, 0, width - t.shape[2], 0)) for t in tensors]).index_select(0, owner)
+
+    keys = [padded([c.keys[n] for c in caches]) for n in range(len(first.keys))]
+    values = [padded([c.values[n] for c in caches]) for n in range(len(first.values))]
+    lengths = torch.tensor([c.length for c in caches], device=device)
+    mask = torch.arange(P, device=device)[None, :] >= (P - lengths)[:, None]
+    return PromptCache(keys, values, P, mask.index_select(0, owner), canvas_start=lengths.index_select(0, owner))
+
+
 def _infill_many(engine: Engine, items: list[BatchItem], canvas_length: int, sampler) -> list[InfillResult]:
-    """Several requests in one batch: their prompts are encoded together (left-padded, which
-    leaves each row's result as if alone: RoPE sees relative positions only) and all their
-    canvases are denoised in the same steps. Each request still stops on its own cancel
-    flag and budget. Random draws come from one shared stream, so batched requests take no seed."""
+    """Several requests in one batch: each prompt is encoded on its own (through the prompt
+    store, so mostly only its new tokens), and all their canvases are denoised in the same
+    steps. Each request still stops on its own cancel flag and budget. Random draws come
+    from one shared stream, so batched requests take no seed."""
     model, L = engine.model, canvas_length
     ids = [engine.prompt_ids(item.request) for item in items]
     P = max(len(x) for x in ids)
@@ -164,18 +197,12 @@ def _infill_many(engine: Engine, items: list[BatchItem], canvas_length: int, sam
         raise EngineError(f"prompt of {P} tokens + canvas of {L} exceeds the model's "
                           f"{engine.cfg.max_position_embeddings} positions")
     device = model.device
-    prompt = torch.full((len(items), P), engine.cfg.pad_id, dtype=torch.long, device=device)
-    mask = torch.zeros(len(items), P, dtype=torch.bool, device=device)
-    for row, x in enumerate(ids):
-        prompt[row, P - len(x):] = torch.tensor(x, device=device)
-        mask[row, P - len(x):] = True
     owner = torch.repeat_interleave(torch.arange(len(items), device=device),
                                     torch.tensor([item.n for item in items], device=device))  # [B]
 
     t0 = time.perf_counter()
-    shared = model.encode(prompt, mask)
-    cache = PromptCache([k.index_select(0, owner) for k in shared.keys],
-                        [v.index_select(0, owner) for v in shared.values], P, mask.index_select(0, owner))
+    encoded = [engine.prompts.encode(model, x) for x in ids]
+    cache = batch_cache([state for state, _ in encoded], owner)
     engine._sync()
     t1 = time.perf_counter()
     deadlines = [None if item.budget_ms is None else t0 + item.budget_ms / 1e3 for item in items]
@@ -188,7 +215,7 @@ def _infill_many(engine: Engine, items: list[BatchItem], canvas_length: int, sam
             stopped[i] = stopped[i] or item.cancelled() or (deadlines[i] is not None and now >= deadlines[i])
         return torch.tensor(stopped, device=device)[owner]
 
-    result = denoise(model, cache, int(owner.numel()), sampler, canvas_length=L, on_step=hook)
+    result = denoise(model, cache, int(owner.numel()), sampler, canvas_length=L, on_step=hook, draws=engine.draws)
     engine._sync()
     t2 = time.perf_counter()
 
@@ -200,5 +227,5 @@ def _infill_many(engine: Engine, items: list[BatchItem], canvas_length: int, sam
         converged = all(result.finished[r] for r in rows)
         reason = "callback" if stopped[i] else ("converged" if converged else "max_steps")
         cands = [engine._candidate(tokens[r], result, r) for r in rows]
-        out.append(InfillResult(cands, len(ids[i]), L, (t1 - t0) * 1e3, (t2 - t1) * 1e3, reason))
+        out.append(InfillResult(cands, len(ids[i]), L, (t1 - t0) * 1e3, (t2 - t1) * 1e3, reason, encoded[i][1]))
     return out

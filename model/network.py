@@ -39,16 +39,17 @@ def rope_inv_freq(spec: RopeSpec, head_dim: int) -> torch.Tensor:
 
 
 def rope_tables(inv_freq: torch.Tensor, positions: torch.Tensor, dtype: torch.dtype):
-    freqs = positions[:, None].float() * inv_freq.to(positions.device)[None, :]  # [L, Dh/2]
-    emb = torch.cat([freqs, freqs], dim=-1)  # [L, Dh]
+    freqs = positions[..., None].float() * inv_freq.to(positions.device)  # [L, Dh/2] or [B, L, Dh/2]
+    emb = torch.cat([freqs, freqs], dim=-1)  # [L, Dh] or [B, L, Dh]
     return emb.cos().to(dtype), emb.sin().to(dtype)
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """x: [B, L, H, Dh]; cos/sin: [L, Dh]."""
+    """x: [B, L, H, Dh]; cos/sin: [L, Dh], or [B, L, Dh] when each row has its own positions."""
     half = x.shape[-1] // 2
     rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
-    return x * cos[None, :, None, :] + rotated * sin[None, :, None, :]
+    cos, sin = (cos[:, :, None, :], sin[:, :, None, :]) if cos.dim() == 3 else (cos[None, :, None, :], sin[None, :, None, :])
+    return x * cos + rotated * sin
 
 
 @dataclass
@@ -61,6 +62,10 @@ class PromptCache:
     values: list[torch.Tensor]
     length: int
     mask: torch.Tensor | None = None  # [Bp, P] bool, True = real token (left padding); None = no padding
+    # [Bp] where each row's canvas starts. None: at `length`, which is right when the rows were
+    # encoded together, left-padded (the padding shifts a row's positions, not their distances).
+    # Rows encoded one by one and padded afterwards each start their canvas after their own prompt.
+    canvas_start: torch.Tensor | None = None
     starts: torch.Tensor | None = field(init=False, default=None)  # [Bp] each row's first real token
 
     def __post_init__(self):
@@ -77,6 +82,32 @@ class PromptCache:
     @property
     def batch(self) -> int:
         return self.keys[0].shape[0]
+
+
+@dataclass
+class EncoderState:
+    """Every key and value the encoder wrote for one prompt, untruncated ([1, Hkv, P, Dh] per
+    layer): what a later prompt that starts with the same tokens extends instead of encoding
+    again (`DiffusionGemma.extend`). `PromptCache` is its view for the decoder."""
+
+    keys: list[torch.Tensor]
+    values: list[torch.Tensor]
+    sliding: list[bool]  # per layer: the decoder reads only the last `window - 1` keys
+    window: int
+
+    @property
+    def length(self) -> int:
+        return self.keys[0].shape[2]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (*self.keys, *self.values))
+
+    def prompt_cache(self) -> PromptCache:
+        keep = self.window - 1
+        keys = [k[:, :, -keep:] if s else k for k, s in zip(self.keys, self.sliding)]
+        values = [v[:, :, -keep:] if s else v for v, s in zip(self.values, self.sliding)]
+        return PromptCache(keys, values, self.length)
 
 
 class Attention(nn.Module):
@@ -197,7 +228,7 @@ class DiffusionGemma(nn.Module):
 
         `prompt_mask` [Bp, P] (True = token) marks left padding in a training batch."""
         with self._grad():
-            return self._encode(prompt, prompt_mask)[0]
+            return self._cache(self._encode(prompt, prompt_mask)[0], prompt_mask)
 
     def encode_with_hidden(self, prompt: torch.Tensor, prompt_mask: torch.Tensor | None = None):
         """The cache and the last layer's output [Bp, P, D] of the causal pass.
@@ -206,7 +237,22 @@ class DiffusionGemma(nn.Module):
         that every prompt token carries a next-token loss on the weights the decoder shares
         (model/fim.py)."""
         with self._grad():
-            return self._encode(prompt, prompt_mask)
+            state, h = self._encode(prompt, prompt_mask)
+            return self._cache(state, prompt_mask), h
+
+    def extend(self, prompt: torch.Tensor, past: EncoderState | None = None, reuse: int = 0) -> EncoderState:
+        """The encoder's state for one prompt [1, P] whose first `reuse` tokens are those
+        `past` was encoded from: only positions reuse..P-1 are computed, reading past's keys
+        (a causal pass never lets earlier positions see later ones, so theirs are unchanged)."""
+        if reuse and (past is None or not 0 < reuse <= past.length or reuse >= prompt.shape[1]):
+            raise ValueError(f"cannot reuse {reuse} of {prompt.shape[1]} prompt tokens from "
+                             f"{0 if past is None else past.length} encoded ones")
+        with self._grad():
+            return self._encode(prompt, None, past if reuse else None, reuse)[0]
+
+    def _cache(self, state: EncoderState, prompt_mask: torch.Tensor | None) -> PromptCache:
+        cache = state.prompt_cache()
+        return cache if prompt_mask is None else PromptCache(cache.keys, cache.values, cache.length, prompt_mask)
 
     def head(self, h: torch.Tensor) -> torch.Tensor:
         """Final norm, tied output projection and soft-cap: h [B, L, D] -> fp32 logits [B, L, V]."""
@@ -214,30 +260,35 @@ class DiffusionGemma(nn.Module):
         cap = self.cfg.final_logit_softcap
         return torch.tanh(logits / cap) * cap
 
-    def _encode(self, prompt: torch.Tensor, prompt_mask: torch.Tensor | None) -> tuple[PromptCache, torch.Tensor]:
-        P = prompt.shape[1]
-        h = self.embed_tokens(prompt)
-        tables = self._rope(torch.arange(P, device=prompt.device), h.dtype)
-        i = torch.arange(P, device=prompt.device)
-        causal = i[None, :] <= i[:, None]  # [P, P]
-        sliding = causal & (i[None, :] > i[:, None] - self.cfg.sliding_window)
+    def _encode(self, prompt: torch.Tensor, prompt_mask: torch.Tensor | None,
+                past: EncoderState | None = None, reuse: int = 0) -> tuple[EncoderState, torch.Tensor]:
+        """Positions reuse..P-1 of the causal pass (all of them when reuse is 0), their
+        queries reading past's first `reuse` keys as well; h [Bp, P - reuse, D]."""
+        P, device = prompt.shape[1], prompt.device
+        h = self.embed_tokens(prompt[:, reuse:])
+        tables = self._rope(torch.arange(reuse, P, device=device), h.dtype)
+        i = torch.arange(reuse, P, device=device)[:, None]  # query positions
+        j = torch.arange(P, device=device)[None, :]  # key positions
+        causal = j <= i  # [P - reuse, P]
+        sliding = causal & (j > i - self.cfg.sliding_window)
         if prompt_mask is not None:
             # [Bp, 1, P, P]: no query reads a pad key; a pad query reads itself so no row is empty.
-            keyed = prompt_mask[:, None, None, :] | torch.eye(P, dtype=torch.bool, device=prompt.device)
+            keyed = prompt_mask[:, None, None, :] | torch.eye(P, dtype=torch.bool, device=device)
             causal, sliding = causal & keyed, sliding & keyed
-        keep = self.cfg.sliding_window - 1
         keys, values = [], []
-        for layer in self.layers:
+        for n, layer in enumerate(self.layers):
             spec = layer.attn.spec
             x = rms_norm(h, layer.input_norm, self.cfg.rms_norm_eps)
             q, k, v = layer.attn.project(x, *tables[spec])
+            if reuse:
+                k = torch.cat([past.keys[n][:, :, :reuse], k], dim=2)
+                v = torch.cat([past.values[n][:, :, :reuse], v], dim=2)
             o = attention(q, k, v, sliding if spec.sliding else causal)
             h = layer.after_attention(h, layer.attn.output(o), layer.encoder_scalar)
-            if spec.sliding:
-                k, v = k[:, :, -keep:], v[:, :, -keep:]
             keys.append(k)
             values.append(v)
-        return PromptCache(keys, values, P, prompt_mask), h
+        sliding_layers = [layer.attn.spec.sliding for layer in self.layers]
+        return EncoderState(keys, values, sliding_layers, self.cfg.sliding_window), h
 
     def decode(
         self,
@@ -267,6 +318,8 @@ class DiffusionGemma(nn.Module):
             h = h + F.linear(self.act(g) * u, self.sc_down)
         h = rms_norm(h, None, eps)
         positions = torch.arange(cache.length, cache.length + L, device=canvas.device)
+        if cache.canvas_start is not None:  # [B, L]: rows encoded one by one
+            positions = (cache.canvas_start[:, None] + torch.arange(L, device=canvas.device)).expand(canvas.shape[0], -1)
         tables = self._rope(positions, h.dtype)
         # The canvas reads every real key a layer cached (a sliding layer kept its last
         # window - 1): padding is masked by each row's first real key in that layer's cache.

@@ -91,8 +91,14 @@ def denoise(
     generator: torch.Generator | None = None,
     initial_canvas: torch.Tensor | None = None,
     on_step: Callable[[StepState], bool | torch.Tensor] | None = None,
+    draws: str = "reference",
 ) -> DenoiseResult:
     """Denoise `num_canvases` canvases over one prompt cache.
+
+    `draws` "reference" samples a token at every position, then noise, as the reference does
+    (same seed, same tokens as transformers). "accepted" samples only where the step accepts
+    (acceptance depends on the entropies, not on the sample): the same distribution, a
+    fraction of the random draws, which on a CPU cost more than the rest of the sampler.
 
     `on_step` runs after every step; returning True stops the loop at once and the current
     argmax canvases are returned (stop_reason "callback"). It may instead return a bool
@@ -107,6 +113,8 @@ def denoise(
             generator.seed()
         else:
             generator.manual_seed(seed)
+    if draws not in ("reference", "accepted"):
+        raise ValueError(f"draws must be reference or accepted, not {draws!r}")
     if cache.batch not in (1, B):
         raise ValueError(f"prompt cache has batch {cache.batch}, need 1 or {B}")
 
@@ -138,7 +146,8 @@ def denoise(
         temperature = sampler.t_min + (sampler.t_max - sampler.t_min) * (step / S)
         logits = model.decode(canvas, cache, sc_logits) / temperature  # [B, L, V] fp32
         probs = torch.softmax(logits, dim=-1, dtype=torch.float32)
-        sampled = torch.multinomial(probs.view(-1, V), 1, generator=generator).view(B, L)
+        if draws == "reference":
+            sampled = torch.multinomial(probs.view(-1, V), 1, generator=generator).view(B, L)
         new_argmax, entropy, max_prob = position_stats(logits, probs)  # each [B, L]
 
         # Entropy-bound acceptance: the lowest-entropy positions whose summed entropy, less
@@ -146,6 +155,11 @@ def denoise(
         sorted_entropy, order = torch.sort(entropy, dim=-1)
         chosen = torch.cumsum(sorted_entropy, dim=-1) - sorted_entropy <= sampler.entropy_bound
         accept = torch.scatter(torch.zeros_like(chosen), -1, order, chosen)
+        if draws != "reference":
+            where = accept.nonzero(as_tuple=True)
+            sampled = canvas.clone()
+            if where[0].numel():
+                sampled[where] = torch.multinomial(probs[where], 1, generator=generator).squeeze(-1)
         noise = torch.randint(0, V, (B, L), device=device, generator=generator)
         new_canvas = torch.where(accept, sampled, torch.where(~accept, noise, canvas))
 

@@ -77,6 +77,22 @@ async def test_infill_health_and_info(client, random_checkpoint):
     assert (await client.request("health"))["served"] == 1  # the warm-up is not a request served
 
 
+async def test_the_next_keystroke_reuses_the_prompt_encoding(client):
+    """The worker keeps recent prompts' encodings: a request whose prompt extends the last
+    one's encodes only the new tokens, and says so in its result and in `info`."""
+    prefix = "def area(width, height):\n    return wid"
+    first = result_from_wire(unwrap(await (await client.infill(
+        InfillRequest(prefix, "\n"), n=1, canvas_length=8, budget_ms=None, seed=1))[1]))
+    typed = result_from_wire(unwrap(await (await client.infill(
+        InfillRequest(prefix + "th", "\n"), n=1, canvas_length=8, budget_ms=None, seed=1))[1]))
+    assert first.reused_tokens == 0  # the warm-up's prompt is not this one
+    assert 0 < typed.reused_tokens and typed.prompt_tokens - typed.reused_tokens <= 6  # the last word, the suffix
+    store = (await client.request("info"))["prompt_cache"]
+    assert store["entries"] == 1  # the typed prompt replaced the one it extended
+    assert store["reused_tokens"] == typed.reused_tokens
+    assert store["encoded_tokens"] == first.prompt_tokens + typed.prompt_tokens - typed.reused_tokens
+
+
 async def test_cancel_stops_a_running_request(client):
     await client.request("health")
     rid, reply = await client.infill(InfillRequest("x", ""), n=4, canvas_length=512, budget_ms=None, seed=0)

@@ -32,7 +32,8 @@ class LocalBackend:
     @staticmethod
     def spec_for(options: Options) -> WorkerSpec | None:
         model = model_path(options)
-        return None if model is None else WorkerSpec(model, options.device, options.dtype, options.worker_idle_s)
+        return None if model is None else WorkerSpec(model, options.device, options.dtype, options.worker_idle_s,
+                                                     options.prompt_cache_mib)
 
     @classmethod
     def key_for(cls, options: Options) -> tuple:
@@ -107,6 +108,7 @@ class LocalBackend:
             status.state = health["state"] if health["state"] != "failed" else "unavailable"
             status.message = health["error"]
             status.device, status.worker_pid = info.get("device"), health["pid"]
+            status.prompt_cache = info.get("prompt_cache")
 
     async def warm_up(self, status, progress) -> None:
         """Start (or reach) the worker and follow its model load, reporting progress."""
