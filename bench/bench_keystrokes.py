@@ -11,9 +11,13 @@ directly in-process (`dgls.complete.complete`). The baseline
 re-asks exactly the requests the server answered (same text, position and options), so the
 ratio is what the protocol, the scheduler (debounce included) and the worker hop cost.
 
-The model is the e2e tests' fixed-answer model (real weights trained in seconds on CPU, see
-tests/support/fixed_model.py): it converges in 2-3 denoising steps, so the figures isolate
-the plumbing rather than a large model's compute.
+`--model fixed` (default) is the e2e tests' fixed-answer model (real weights trained in
+seconds on CPU, see tests/support/fixed_model.py): it converges in 2-3 denoising steps, so
+the figures isolate the plumbing rather than a large model's compute. `--model tiny-random`
+is a model of dgls-tiny's dimensions with random weights, in suffix-prefix-middle order, that
+runs `--steps` denoising steps per suggestion, at the default windows, canvases and budgets
+(debounce 50 ms): what a user of the CPU default waits for; the worker's prompt store counts
+are reported with it.
 """
 
 from __future__ import annotations
@@ -71,10 +75,13 @@ def typing_sites(path: Path, count: int) -> list[tuple[int, str]]:
     return candidates[::step][:count]
 
 
-async def replay(model: Path, files: list[Path], sites: int, gap_s: float, runtime: Path) -> dict:
+async def replay(model: Path, files: list[Path], sites: int, gap_s: float, runtime: Path, settings: dict,
+                 every_reply: bool = False) -> dict:
+    """`every_reply`: time every request's reply, items or none (a random model's suggestions
+    are all rejected by post-processing, so none would be shown)."""
     env = {**os.environ, "DGLS_RUNTIME_DIR": str(runtime), "DGLS_MODEL": str(model)}
     client = await ClientServerConfig([sys.executable, "-m", "dgls.cli", "serve"], server_env=env).start()
-    await client.initialize_session(t.InitializeParams(capabilities=vscode(), initialization_options=SMALL))
+    await client.initialize_session(t.InitializeParams(capabilities=vscode(), initialization_options=settings))
     latencies, keystrokes, shown, samples = [], 0, 0, []
     try:
         for file in files:
@@ -103,7 +110,7 @@ async def replay(model: Path, files: list[Path], sites: int, gap_s: float, runti
                     states.append((typed, line_start + col + 1))
                     await asyncio.sleep(gap_s)
                 for (result, ms), state in zip(await asyncio.gather(*pending), states):
-                    if result is not None and result.items:
+                    if result is not None and (result.items or every_reply):
                         shown += 1
                         latencies.append(ms)
                         samples.append(state)
@@ -114,10 +121,11 @@ async def replay(model: Path, files: list[Path], sites: int, gap_s: float, runti
         for pid in worker_pids(runtime):
             os.kill(pid, 15)
     return {"keystrokes": keystrokes, "shown": shown, "cache_hits": status["cache_hits"],
-            "served": status["served"], "latencies_ms": latencies, "samples": samples}
+            "served": status["served"], "latencies_ms": latencies, "samples": samples,
+            "prompt_cache": status.get("prompt_cache")}
 
 
-def baseline(model: Path, samples: list[tuple[str, int]]) -> list[float]:
+def baseline(model: Path, samples: list[tuple[str, int]], settings: dict) -> list[float]:
     """The requests the server answered, asked again of the same engine directly: same
     document state, same position, same options; no protocol, no worker, no debounce."""
     from dgls.complete import complete
@@ -126,7 +134,7 @@ def baseline(model: Path, samples: list[tuple[str, int]]) -> list[float]:
     from dgls.options import from_settings
 
     engine = Engine.load(model, device="cpu")
-    options, _ = from_settings(SMALL)
+    options, _ = from_settings(settings)
     out = []
     for text, offset in samples:
         t0 = time.perf_counter()
@@ -140,18 +148,29 @@ def main() -> None:
     ap.add_argument("--files", nargs="+", type=Path, default=[ROOT / "dgls" / "hole.py", ROOT / "dgls" / "cache.py"])
     ap.add_argument("--lines", type=int, default=8, help="lines typed per file")
     ap.add_argument("--gap-ms", type=float, default=90.0, help="time between keystrokes")
+    ap.add_argument("--model", choices=["fixed", "tiny-random"], default="fixed")
+    ap.add_argument("--steps", type=int, default=8, help="tiny-random: denoising steps per suggestion "
+                    "(use a --gap-ms longer than a suggestion takes, so that every request is answered)")
     args = ap.parse_args()
 
     out = ROOT / "bench" / "out"
     out.mkdir(parents=True, exist_ok=True)
-    model = out / "fixed-model"
-    if not (model / "ANSWER").exists():
-        train_fixed_model(model)
+    if args.model == "fixed":
+        model, settings = out / "fixed-model", SMALL
+        if not (model / "ANSWER").exists():
+            train_fixed_model(model)
+    else:
+        from dgls.model import random_checkpoint
+
+        model, settings = out / f"tiny-random-spm-{args.steps}", {"debounceMs": 50, "workerIdleS": 60}
+        if not (model / "config.json").exists():
+            random_checkpoint.write(model, "dgls-tiny", fim_order="spm", max_steps=args.steps)
     with tempfile.TemporaryDirectory() as tmp:
         runtime = Path(tmp) / "rt"
         runtime.mkdir(mode=0o700)
-        served = asyncio.run(replay(model, args.files, args.lines, args.gap_ms / 1e3, runtime))
-    direct = baseline(model, served.pop("samples"))
+        served = asyncio.run(replay(model, args.files, args.lines, args.gap_ms / 1e3, runtime, settings,
+                                    every_reply=args.model == "tiny-random"))
+    direct = baseline(model, served.pop("samples"), settings)
 
     lat = served["latencies_ms"]
     p50, p95 = pct(lat, 0.5), pct(lat, 0.95)
@@ -159,7 +178,9 @@ def main() -> None:
     requests = served["keystrokes"]
     print(f"device: CPU ({platform.machine()}, {os.cpu_count()} cores); files: {', '.join(f.name for f in args.files)}; "
           f"{requests} keystrokes, {args.gap_ms:.0f} ms apart")
-    debounce = SMALL["debounceMs"]
+    debounce = settings["debounceMs"]
+    print(f"model: {args.model}" + (f" (dgls-tiny dimensions, random weights, SPM, {args.steps} steps)"
+                                    if args.model == "tiny-random" else ""))
     print(f"server:   p50 {p50:.1f} ms, p95 {p95:.1f} ms over {len(lat)} suggestions shown "
           f"(request sent -> items received; includes the {debounce} ms debounce)")
     print(f"direct:   p50 {b50:.1f} ms, p95 {b95:.1f} ms: the same {len(direct)} requests, engine in-process (baseline, same run)")
@@ -168,7 +189,11 @@ def main() -> None:
     print(f"suggestions shown per 100 keystrokes: {100 * served['shown'] / requests:.1f}; "
           f"model runs: {served['served']}; cache hits: {served['cache_hits']} "
           f"({100 * served['cache_hits'] / max(1, served['cache_hits'] + served['served']):.0f}% of answered requests)")
-    (out / "keystrokes.json").write_text(json.dumps({"served": served, "direct_ms": direct}, indent=1))
+    if served["prompt_cache"]:
+        store = served["prompt_cache"]
+        print(f"worker prompt store: {store['entries']} entries, {store['mib']} MiB; "
+              f"{1 - store['reused_share']:.1%} of prompt tokens encoded, {store['reused_share']:.1%} reused")
+    (out / f"keystrokes-{args.model}.json").write_text(json.dumps({"served": served, "direct_ms": direct}, indent=1))
 
 
 if __name__ == "__main__":

@@ -70,7 +70,7 @@ def keystrokes(files: list[Path], lines_per_file: int) -> list[tuple[str, int]]:
 
 def replay(engine: Engine, strokes: list[tuple[str, int]]) -> dict:
     python = by_name("python")
-    ms, encoded, prompt, tokens = [], 0, 0, []
+    ms, encode_ms, denoise_ms, prompt, tokens = [], [], [], 0, []
     for text, offset in strokes:
         t0 = time.perf_counter()
         c = complete(engine, text, offset, python, path="bench.py", n=DEFAULTS.candidates_automatic,
@@ -78,11 +78,14 @@ def replay(engine: Engine, strokes: list[tuple[str, int]]) -> dict:
         if not c.prompt_tokens:  # no hole here (inside a string, mid-word): no model run
             continue
         ms.append((time.perf_counter() - t0) * 1e3)
+        encode_ms.append(c.timing["encode_ms"])
+        denoise_ms.append(c.timing["denoise_ms"])
         tokens.append([s.text for s in c.suggestions] + [t for t, _ in c.rejected])
         prompt += c.prompt_tokens
     stats = engine.prompts.stats()
     encoded = stats["encoded_tokens"]
-    return {"ms": ms, "tokens": tokens, "prompt_tokens": prompt, "encoded_tokens": encoded, "store": stats}
+    return {"ms": ms, "encode_ms": encode_ms, "denoise_ms": denoise_ms, "tokens": tokens, "prompt_tokens": prompt,
+            "encoded_tokens": encoded, "store": stats}
 
 
 def main() -> None:
@@ -100,6 +103,7 @@ def main() -> None:
 
     off = Engine.load(model, device="cpu", prompt_cache_mib=0)
     replay(off, strokes[:3])  # first-call allocations, outside the measurement
+    off.prompts.clear()
     rss_off = rss_mib()
     base = replay(off, strokes)
     on = Engine.load(model, device="cpu")
@@ -119,9 +123,11 @@ def main() -> None:
     print(f"device: CPU ({platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads); "
           f"model: dgls-tiny dimensions, random weights, SPM, {args.steps} steps, {DEFAULTS.candidates_automatic} candidates "
           f"of {DEFAULTS.line_canvas} tokens; {len(strokes)} keystrokes in {', '.join(f.name for f in args.files)}")
-    print(f"store off (baseline): p50 {b50:.1f} ms, p95 {b95:.1f} ms; encoded {base['encoded_tokens'] / base['prompt_tokens']:.1%} "
-          f"of {base['prompt_tokens'] / len(strokes):.0f} prompt tokens per keystroke")
-    print(f"store on:             p50 {c50:.1f} ms, p95 {c95:.1f} ms; encoded {cached['encoded_tokens'] / cached['prompt_tokens']:.1%}")
+    for name, run in (("store off (baseline)", base), ("store on", cached)):
+        print(f"{name:21s} p50 {pct(run['ms'], .5):.1f} ms, p95 {pct(run['ms'], .95):.1f} ms "
+              f"(encode p50 {pct(run['encode_ms'], .5):.1f} ms, denoise p50 {pct(run['denoise_ms'], .5):.1f} ms); "
+              f"encoded {run['encoded_tokens'] / run['prompt_tokens']:.1%} of {run['prompt_tokens'] / len(run['ms']):.0f} "
+              f"prompt tokens per suggestion")
     print(f"speed-up: p50 {b50 / c50:.2f}x, p95 {b95 / c95:.2f}x; same candidates (same seed) in {same}/{len(base['ms'])} "
           f"suggestions ({len(strokes) - len(base['ms'])} keystrokes had no hole)")
     print(f"RSS: {rss_off:.0f} MiB with the store off, {rss_full:.0f} MiB with it full "

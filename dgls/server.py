@@ -234,8 +234,9 @@ def _lang(doc) -> str:
 async def status(ls: DglsServer, *args) -> dict:
     backend = ls.state.backend
     if backend is not None:
-        if backend.kind == "vllm":  # asked now: GET /health and /v1/models
-            await backend.refresh(ls.state.status)
+        # Asked now: the remote server's /health and /v1/models, or the worker's health and
+        # info (its prompt store's counts move with every request).
+        await backend.refresh(ls.state.status)
         ls.state.status.backend = backend.describe()
     return {**ls.state.status.as_dict(), "encoding": ls.state.encoding,
             "cache_entries": len(ls.state.exact), "options": {"debounce_ms": ls.state.options.debounce_ms,

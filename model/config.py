@@ -114,9 +114,10 @@ class CanvasLengths:
 
 CANVAS = CanvasLengths()
 
-# The worker's store of recent prompts' encoder states (model/prompt_store.py), in MiB: a few
-# dozen dgls-tiny prompts at the server's windows (~8 MiB each), a couple of a full-size model's.
-PROMPT_CACHE_MIB = 256
+# The worker's store of recent prompts' encoder states (model/prompt_store.py), in MiB: a dozen
+# dgls-tiny prompts at the server's windows (~8 MiB each), and the worker's RSS grows by ~1.5x
+# the bound when it is full (bench/RESULTS.md, "Prompt cache"). A full-size model needs more.
+PROMPT_CACHE_MIB = 96
 
 
 def layer_pattern(num_layers: int, sliding_per_global: int = 5) -> tuple[bool, ...]:

@@ -281,8 +281,10 @@ class DiffusionGemma(nn.Module):
             x = rms_norm(h, layer.input_norm, self.cfg.rms_norm_eps)
             q, k, v = layer.attn.project(x, *tables[spec])
             if reuse:
-                k = torch.cat([past.keys[n][:, :, :reuse], k], dim=2)
-                v = torch.cat([past.values[n][:, :, :reuse], v], dim=2)
+                # Joined position-major ([Bp, P, Hkv, Dh] in memory, as `project` lays out a
+                # fresh encode): the decoder's attention reads that layout ~20% faster on CPU.
+                k = torch.cat([past.keys[n][:, :, :reuse].transpose(1, 2), k.transpose(1, 2)], dim=1).transpose(1, 2)
+                v = torch.cat([past.values[n][:, :, :reuse].transpose(1, 2), v.transpose(1, 2)], dim=1).transpose(1, 2)
             o = attention(q, k, v, sliding if spec.sliding else causal)
             h = layer.after_attention(h, layer.attn.output(o), layer.encoder_scalar)
             keys.append(k)
