@@ -20,17 +20,13 @@ class ExactCache:
         self.ttl_s = ttl_s
         self.clock = clock
         self._data: OrderedDict[Hashable, tuple[float, object]] = OrderedDict()
-        self.hits = 0
-        self.misses = 0
 
     def get(self, key: Hashable):
         item = self._data.get(key)
         if item is None or self.clock() - item[0] > self.ttl_s:
             self._data.pop(key, None)
-            self.misses += 1
             return None
         self._data.move_to_end(key)
-        self.hits += 1
         return item[1]
 
     def put(self, key: Hashable, value: object) -> None:

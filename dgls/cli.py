@@ -18,7 +18,7 @@ import re
 import sys
 from pathlib import Path
 
-from .options import BACKENDS, DEFAULTS, MODEL_ENV, NO_MODEL_HINT, Options, from_config_file, from_settings, model_path
+from .options import BACKENDS, DEFAULTS, DTYPES, MODEL_ENV, NO_MODEL_HINT, Options, from_config_file, from_settings, model_path
 
 class UsageError(Exception):
     """Bad input from the user: printed as one line, exit status 2."""
@@ -175,7 +175,7 @@ def cmd_complete(args: argparse.Namespace) -> int:
     from .files import SourceError, read_source
     from .hole import NONE, Document, classify
     from .languages import UnsupportedLanguage, for_path
-    from .text import position_at
+    from .documents import UTF32, from_offset
 
     path, line, col = parse_location(args.location)
     if args.n is not None and args.n < 1:
@@ -212,7 +212,7 @@ def cmd_complete(args: argparse.Namespace) -> int:
         raise UsageError(str(e)) from None
 
     def pos(offset: int) -> dict:
-        ln, cl = position_at(text, offset)
+        ln, cl = from_offset(text, offset, UTF32)
         return {"line": ln + 1, "col": cl + 1}
 
     if args.json:
@@ -377,7 +377,7 @@ def running_worker(args: argparse.Namespace, options: Options) -> WorkerBackend 
 def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help=f"checkpoint directory or local HF cache id (default: ${MODEL_ENV} or dgls-tiny)")
     p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--dtype", default="auto", help="auto, float32, bfloat16 or float16")
+    p.add_argument("--dtype", default="auto", choices=DTYPES, help="weight dtype (auto: bf16 on CUDA, fp32 on CPU)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
     p.add_argument("--json", action="store_true", help="print all candidates with statistics as JSON")
 
@@ -418,7 +418,7 @@ def build_parser() -> argparse.ArgumentParser:
     exp = sub.add_parser("export-hf", help="write a model as a Hugging Face DiffusionGemma checkpoint (transformers, vLLM)")
     exp.add_argument("model", metavar="MODEL", help="checkpoint directory, local HF cache id, or dgls-tiny")
     exp.add_argument("out", metavar="OUT", help="directory to write (new or empty)")
-    exp.add_argument("--dtype", default="source", choices=["source", "float32", "bfloat16", "float16"],
+    exp.add_argument("--dtype", default="source", choices=("source", *DTYPES[1:]),
                      help="weight dtype (default: the model's own)")
     exp.add_argument("--force", action="store_true", help="OUT may hold files; replace the checkpoint files in it")
     exp.set_defaults(run=cmd_export_hf)

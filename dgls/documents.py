@@ -9,6 +9,7 @@ before them, as the protocol asks.
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
 
 from .text import line_starts
@@ -54,13 +55,7 @@ def to_offset(text: str, line: int, character: int, encoding: str = UTF16) -> in
 def from_offset(text: str, offset: int, encoding: str = UTF16) -> tuple[int, int]:
     starts = line_starts(text)
     offset = max(0, min(offset, len(text)))
-    lo, hi = 0, len(starts) - 1
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if starts[mid] <= offset:
-            lo = mid
-        else:
-            hi = mid - 1
+    lo = bisect.bisect_right(starts, offset) - 1  # the last line starting at or before it
     segment = text[starts[lo]:offset]
     if encoding == UTF32:
         return lo, len(segment)

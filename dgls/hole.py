@@ -18,8 +18,6 @@ from .languages import Language, parse
 from .text import indent_width, indentation, line_starts
 
 NONE, LINE, BLOCK = "none", "line", "block"
-KINDS = (NONE, LINE, BLOCK)
-MODES = ("auto", LINE, BLOCK)
 
 # What may stand right of the cursor for a completion to still make sense there: the
 # closing characters editors insert automatically, and statement punctuation.
@@ -261,23 +259,11 @@ def window(
 
 
 def _earliest_fitting(candidates: list[int], fits: Callable[[int], bool]) -> int | None:
-    """Smallest candidate that fits, where fitting is monotone (later candidates fit more)."""
-    lo, hi, best = 0, len(candidates) - 1, None
-    while lo <= hi:
-        mid = (lo + hi) // 2
-        if fits(candidates[mid]):
-            best, hi = candidates[mid], mid - 1
-        else:
-            lo = mid + 1
-    return best
+    """First candidate that fits, where fitting is monotone (once one fits, all later ones do)."""
+    i = bisect.bisect_left(candidates, True, key=fits)
+    return candidates[i] if i < len(candidates) else None
 
 
 def _latest_fitting(candidates: list[int], fits: Callable[[int], bool]) -> int | None:
-    lo, hi, best = 0, len(candidates) - 1, None
-    while lo <= hi:
-        mid = (lo + hi) // 2
-        if fits(candidates[mid]):
-            best, lo = candidates[mid], mid + 1
-        else:
-            hi = mid - 1
-    return best
+    """Last candidate that fits, where the earlier ones fit more (the same search, reversed)."""
+    return _earliest_fitting(candidates[::-1], fits)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from .model.config import CANVAS, PROMPT_CACHE_MIB  # no torch there
 from .model.dataclass_args import opt  # the one field-with-help helper
+from .runtime import WORKER_IDLE_S
 
 MODEL_ENV = "DGLS_MODEL"
 # What to tell a user who has no model; said by the CLI, the server and `dgls status` alike.
@@ -25,6 +26,9 @@ CONFIG_ENV = "DGLS_CONFIG"  # the config file; unset: $XDG_CONFIG_HOME/dgls/conf
 LANGUAGES = ("python", "javascript", "typescript", "tsx", "go", "rust")
 BACKENDS = ("local", "vllm")
 PROMPT_FORMATS = ("auto", "gemma-chat", "fim", "fim-spm")
+
+
+DTYPES = ("auto", "float32", "bfloat16", "float16")  # the worker's weight dtypes; auto: bf16 on CUDA, fp32 on CPU
 
 
 @dataclass(frozen=True)
@@ -47,7 +51,7 @@ class Options:
     enabled_languages: tuple[str, ...] = opt(LANGUAGES, "languages to complete")
     cache_entries: int = opt(250, "exact suggestion cache size (LRU)")
     cache_ttl_s: float = opt(300.0, "exact suggestion cache lifetime")
-    worker_idle_s: float = opt(600.0, "the worker exits after this long without requests")
+    worker_idle_s: float = opt(WORKER_IDLE_S, "the worker exits after this long without requests")
     prompt_cache_mib: int = opt(PROMPT_CACHE_MIB, "memory the worker keeps recent prompts' encodings in, so a "
                                 "keystroke re-encodes only what changed (0: off; the first server to start the worker sets it)")
     worker_grace_ms: int = opt(5000, "past the latency budget, a worker that answers neither the request nor a "
@@ -129,9 +133,9 @@ def _check(name: str, value, default):
             return value
         raise ValueError("expected true or false")
     if name == "dtype":
-        if value in ("auto", "float32", "bfloat16", "float16"):
+        if value in DTYPES:
             return value
-        raise ValueError("expected auto, float32, bfloat16 or float16")
+        raise ValueError(f"expected {', '.join(DTYPES[:-1])} or {DTYPES[-1]}")
     if name == "enabled_languages":
         if isinstance(value, list) and all(v in LANGUAGES for v in value):
             return tuple(value)

@@ -12,6 +12,9 @@ import os
 import stat
 from pathlib import Path
 
+# A worker with nothing to do exits after this long (options.py `workerIdleS` sets it).
+WORKER_IDLE_S = 600.0
+
 
 class RuntimeDirError(RuntimeError):
     pass

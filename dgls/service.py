@@ -98,6 +98,15 @@ class State:
             self.status.backend = self.backend.describe()
         return self.backend
 
+    def backend_or_none(self, report: Callable[[str], None]):
+        """The backend, or None after reporting that no model is configured."""
+        try:
+            return self.get_backend()
+        except NoModel as e:
+            self.status.state = "no model"
+            report(str(e))
+            return None
+
     def get_fallback(self) -> LocalBackend:
         if self.fallback is None:
             self.fallback = LocalBackend(self.options)
@@ -177,11 +186,8 @@ async def _suggest(state: State, doc: TextDocument, me: Inflight, line: int, cha
         completion = Completion(hole, [Candidate(r, 1.0, 0) for r in rests], offset, offset)
         return _shape(state, doc.uri, text, offset, completion, "typed-through", remember=False)
 
-    try:
-        backend = state.get_backend()
-    except NoModel as e:
-        state.status.state = "no model"
-        warn(str(e))
+    backend = state.backend_or_none(warn)
+    if backend is None:
         return None
     prep = prepare(text, offset, lang, backend.count_tokens, path=_display_path(doc.uri), options=options)
     if prep.request is None:
@@ -265,11 +271,8 @@ def _display_path(uri: str) -> str:
 async def warm_up(state: State, progress) -> None:
     """Reach the backend at start-up: start the worker and follow its model load, or ask a
     remote server for its health and models, reporting progress."""
-    try:
-        backend = state.get_backend()
-    except NoModel as e:
-        state.status.state = "no model"
-        progress.fail(str(e))
+    backend = state.backend_or_none(progress.fail)
+    if backend is None:
         return
     await backend.warm_up(state.status, progress)
     state.status.backend = backend.describe()

@@ -22,32 +22,6 @@ def line_starts(text: str) -> list[int]:
     return [0] + [m.end() for m in _BREAK.finditer(text)]
 
 
-def offset_at(text: str, line: int, column: int) -> int:
-    """Offset of (line, column), both 0-based, column in code points; clamped into the text."""
-    starts = line_starts(text)
-    if line < 0:
-        return 0
-    if line >= len(starts):
-        return len(text)
-    start = starts[line]
-    end = starts[line + 1] if line + 1 < len(starts) else len(text)
-    line_text = text[start:end].rstrip("\r\n")
-    return start + max(0, min(column, len(line_text)))
-
-
-def position_at(text: str, offset: int) -> tuple[int, int]:
-    """(line, column) of an offset, both 0-based."""
-    starts = line_starts(text)
-    lo, hi = 0, len(starts) - 1
-    while lo < hi:  # last start <= offset
-        mid = (lo + hi + 1) // 2
-        if starts[mid] <= offset:
-            lo = mid
-        else:
-            hi = mid - 1
-    return lo, offset - starts[lo]
-
-
 def indentation(line: str) -> str:
     return line[: len(line) - len(line.lstrip(" \t"))]
 

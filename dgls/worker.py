@@ -28,7 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import wire
+from . import runtime, wire
 from .model.config import PROMPT_CACHE_MIB  # no torch there
 
 log = logging.getLogger("dgls.worker")
@@ -470,7 +470,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="dgls worker", description="Serve one model to dgls servers over a Unix socket.")
     ap.add_argument("--model", required=True)
     ap.add_argument("--socket", required=True, type=Path)
-    ap.add_argument("--idle-timeout", type=float, default=600.0, help="exit after this many idle seconds")
+    ap.add_argument("--idle-timeout", type=float, default=runtime.WORKER_IDLE_S, help="exit after this many idle seconds")
     ap.add_argument("--device", default=None)
     ap.add_argument("--dtype", default="auto")
     ap.add_argument("--prompt-cache-mib", type=float, default=PROMPT_CACHE_MIB,

@@ -44,7 +44,7 @@ class WorkerSpec:
     model: str
     device: str | None = None
     dtype: str = "auto"
-    idle_timeout: float = 600.0
+    idle_timeout: float = runtime.WORKER_IDLE_S
     prompt_cache_mib: float = PROMPT_CACHE_MIB
 
     @property

@@ -281,7 +281,7 @@ def from_hf_config(raw: dict) -> ModelConfig:
         num_experts=num_experts,
         top_k=top_k,
         moe_intermediate_size=int(_require(text, "moe_intermediate_size")),
-        sliding_window=int(text.get("sliding_window", 512)),
+        sliding_window=int(text.get("sliding_window", ModelConfig.sliding_window)),
         rope_sliding=_rope(rope.get(SLIDING), defaults["rope_sliding"].default),
         rope_global=_rope(rope.get(GLOBAL), defaults["rope_global"].default),
         final_logit_softcap=float(text.get("final_logit_softcapping") or 30.0),

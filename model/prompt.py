@@ -70,10 +70,6 @@ def fim_prompt(tok: Tokenizer, req: InfillRequest, bos: int | None, order: str =
     return encode_parts(tok, FIM_ORDERS[order](req), bos)
 
 
-def gemma_chat_prompt(tok: Tokenizer, req: InfillRequest, bos: int | None) -> list[int]:
-    return encode_parts(tok, gemma_chat_parts(req), bos)
-
-
 # A FIM model's order is recorded by its trainer (generation_config.json "dgls_fim_order");
 # models that do not say were trained in PSM order.
 FIM_ORDERS = {"psm": fim_parts, "spm": fim_spm_parts}

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from dgls.kernels import backend
+from dgls.kernels import dispatch
 
 from .config import SamplerConfig
 from .network import DiffusionGemma, PromptCache
@@ -61,8 +61,8 @@ def position_stats(logits: torch.Tensor, probs: torch.Tensor) -> tuple[torch.Ten
     ops below in the last fp32 bits, so an acceptance sitting exactly on the entropy bound
     could flip. Otherwise the reference's own ops, which keep the torch backend token- and
     step-identical to transformers' `generate`."""
-    if backend.runs_triton(logits):
-        stats = backend.logit_stats(logits, 1.0, None)  # already soft-capped and tempered
+    if dispatch.runs_triton(logits):
+        stats = dispatch.logit_stats(logits, 1.0, None)  # already soft-capped and tempered
         return stats.argmax, stats.entropy, stats.max_prob
     return logits.argmax(dim=-1), token_entropy(logits), probs.max(dim=-1).values
 
@@ -161,7 +161,7 @@ def denoise(
             if where[0].numel():
                 sampled[where] = torch.multinomial(probs[where], 1, generator=generator).squeeze(-1)
         noise = torch.randint(0, V, (B, L), device=device, generator=generator)
-        new_canvas = torch.where(accept, sampled, torch.where(~accept, noise, canvas))
+        new_canvas = torch.where(accept, sampled, noise)
 
         running = ~frozen
         accepted_log.append(torch.where(running, accept.sum(-1), 0))

@@ -1,6 +1,7 @@
 """The line splitter and position helpers (LSP line breaks only)."""
 
-from dgls.text import line_starts, offset_at, position_at, split_lines
+from dgls.documents import UTF32, from_offset, to_offset
+from dgls.text import line_starts, split_lines
 
 
 def test_only_lsp_line_breaks_split():
@@ -15,10 +16,10 @@ def test_trailing_newline_makes_an_empty_last_line():
 
 def test_offsets_round_trip_and_clamp():
     text = "ab\r\ncd\n"
-    assert offset_at(text, 1, 1) == 5 and position_at(text, 5) == (1, 1)
-    assert offset_at(text, 0, 99) == 2  # clamped to the line's end, before "\r\n"
-    assert offset_at(text, 99, 0) == len(text)
-    assert offset_at(text, -1, 0) == 0
+    assert to_offset(text, 1, 1, UTF32) == 5 and from_offset(text, 5, UTF32) == (1, 1)
+    assert to_offset(text, 0, 99, UTF32) == 2  # clamped to the line's end, before "\r\n"
+    assert to_offset(text, 99, 0, UTF32) == len(text)
+    assert to_offset(text, -1, 0, UTF32) == 0
 
 
 def test_lone_surrogates_become_replacement_characters_in_place():

@@ -2,11 +2,12 @@
 the enclosing code (a dedent in Python, the closing brace in C-like languages)."""
 
 from ..text import indent_width, indentation, split_lines
+from ..hole import BLOCK
 from . import Context
 
 
 def apply(text: str, ctx: Context) -> str:
-    if ctx.hole.kind != "block":
+    if ctx.hole.kind != BLOCK:
         return text
     floor = indent_width(ctx.hole.indent)
     lines = split_lines(text)

@@ -5,7 +5,6 @@ import re
 from . import Context
 
 _OPEN = re.compile(r"^\s*```[\w+#.-]*[ \t]*\r?\n")
-_CLOSE = re.compile(r"\r?\n?```\s*$")
 
 
 def apply(text: str, ctx: Context) -> str:

@@ -13,7 +13,7 @@ import json
 import typing
 from pathlib import Path
 
-from dgls.options import _POSITIVE, DEFAULTS, LANGUAGES, Options, _camel
+from dgls.options import _POSITIVE, DEFAULTS, DTYPES, LANGUAGES, Options, _camel
 
 # VS Code ignores a workspace's value for a setting of this scope (options.py `machine`).
 MACHINE = {"scope": "machine"}
@@ -40,7 +40,7 @@ def server_properties() -> dict[str, dict]:
     for order, f in enumerate(dataclasses.fields(Options)):
         default, hint = getattr(DEFAULTS, f.name), hints[f.name]
         if f.name == "dtype":
-            schema = {"type": "string", "enum": ["auto", "float32", "bfloat16", "float16"]}
+            schema = {"type": "string", "enum": list(DTYPES)}
         elif f.name == "enabled_languages":
             schema = {"type": "array", "items": {"type": "string", "enum": list(LANGUAGES)}, "uniqueItems": True}
             default = list(default)

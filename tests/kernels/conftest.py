@@ -24,15 +24,15 @@ def device() -> str:
 @pytest.fixture
 def kernel_backend(monkeypatch):
     """use("torch" | "triton" | None): set DGLS_KERNELS and re-probe; restored afterwards."""
-    from dgls.kernels import backend
+    from dgls.kernels import dispatch
 
     def use(name: str | None) -> str:
         if name is None:
             monkeypatch.delenv("DGLS_KERNELS", raising=False)
         else:
             monkeypatch.setenv("DGLS_KERNELS", name)
-        backend.probe.cache_clear()
-        return backend.probe()
+        dispatch.probe.cache_clear()
+        return dispatch.probe()
 
     yield use
-    backend.probe.cache_clear()
+    dispatch.probe.cache_clear()

@@ -57,7 +57,7 @@ def test_same_tokens_through_the_statistics_kernel(checkpoint, sampler, request,
 def test_position_stats_match_the_reference_ops(kernel_backend, device):
     import torch
 
-    from dgls.kernels import backend
+    from dgls.kernels import dispatch
     from dgls.model.sampler import position_stats
 
     g = torch.Generator().manual_seed(0)
@@ -67,7 +67,7 @@ def test_position_stats_match_the_reference_ops(kernel_backend, device):
     kernel_backend("torch")
     expected = position_stats(logits, probs)
     kernel_backend("triton")
-    assert backend.runs_triton(logits)
+    assert dispatch.runs_triton(logits)
     argmax, entropy, max_prob = position_stats(logits, probs)
     assert torch.equal(argmax, expected[0]) and argmax[0, 0] == 10
     torch.testing.assert_close(entropy, expected[1], rtol=1e-5, atol=1e-5)

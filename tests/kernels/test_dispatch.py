@@ -10,17 +10,17 @@ import pytest
 import torch
 
 from dgls import kernels
-from dgls.kernels import backend, ops
+from dgls.kernels import dispatch, ops
 
 
 def test_invalid_value_is_a_one_line_error(kernel_backend):
-    with pytest.raises(backend.BackendError) as err:
+    with pytest.raises(dispatch.KernelChoiceError) as err:
         kernel_backend("cuda-please")
     assert str(err.value) == "DGLS_KERNELS='cuda-please' is not a kernel backend; use one of torch, triton"
 
 
 def test_default_is_triton_only_with_cuda_and_triton(kernel_backend):
-    expected = "triton" if torch.cuda.is_available() and backend.has_triton() else "torch"
+    expected = "triton" if torch.cuda.is_available() and dispatch.has_triton() else "torch"
     assert kernel_backend(None) == expected
     assert kernel_backend(" Torch ") == "torch"
 
@@ -28,13 +28,13 @@ def test_default_is_triton_only_with_cuda_and_triton(kernel_backend):
 def test_probed_once(kernel_backend, monkeypatch):
     kernel_backend("torch")
     monkeypatch.setenv("DGLS_KERNELS", "nonsense")  # not re-read until the cache is cleared
-    assert backend.probe() == "torch"
+    assert dispatch.probe() == "torch"
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the check is for machines without CUDA")
 def test_triton_without_cuda_needs_the_interpreter(kernel_backend, monkeypatch):
     monkeypatch.setenv("TRITON_INTERPRET", "0")
-    with pytest.raises(backend.BackendError, match="needs a CUDA device, or TRITON_INTERPRET=1"):
+    with pytest.raises(dispatch.KernelChoiceError, match="needs a CUDA device, or TRITON_INTERPRET=1"):
         kernel_backend("triton")
 
 
@@ -86,7 +86,7 @@ def test_attention_stays_sdpa(kernel_backend):
     q, k = torch.randn(1, 2, 3, 8), torch.randn(1, 1, 5, 8)
     kernel_backend("torch")
     expected = ops.attention(q, k, k)
-    if backend.has_triton() and (torch.cuda.is_available() or backend.interpreting()):
+    if dispatch.has_triton() and (torch.cuda.is_available() or dispatch.interpreting()):
         kernel_backend("triton")
     torch.testing.assert_close(kernels.attention(q, k, k), expected, rtol=0, atol=0)
 
@@ -108,8 +108,8 @@ def test_works_without_triton_installed():
     code = """
 import torch
 from dgls import kernels
-from dgls.kernels import backend
-assert not backend.has_triton() and backend.probe() == "torch"
+from dgls.kernels import dispatch
+assert not dispatch.has_triton() and dispatch.probe() == "torch"
 out = kernels.rms_norm(torch.ones(2, 4), None, 1e-6)
 assert sys.modules["triton"] is None  # never imported for real
 print("ok")
@@ -120,10 +120,10 @@ print("ok")
 
 
 def test_asking_for_triton_without_it_says_so():
-    done = run_without_triton("from dgls.kernels import backend\nbackend.probe()", DGLS_KERNELS="triton")
+    done = run_without_triton("from dgls.kernels import dispatch\ndispatch.probe()", DGLS_KERNELS="triton")
     assert done.returncode != 0
     assert done.stderr.strip().splitlines()[-1].endswith(
-        "BackendError: DGLS_KERNELS=triton but triton is not installed (pip install triton)")
+        "KernelChoiceError: DGLS_KERNELS=triton but triton is not installed (pip install triton)")
 
 
 def test_importing_the_kernels_does_not_import_triton():

@@ -1,6 +1,6 @@
 """Which implementation runs each op: the fused Triton kernels or the plain-PyTorch references.
 
-The backend is probed once per process: `DGLS_KERNELS=torch|triton` when set, else "triton"
+The kernels are chosen once per process: `DGLS_KERNELS=torch|triton` when set, else "triton"
 where CUDA and triton are both present, else "torch". Even under "triton" a call goes to the
 reference when the kernels cannot take it: tensors on the CPU (unless `TRITON_INTERPRET=1`,
 Triton's CPU interpreter, which the CPU test suite uses), dtypes other than fp32/bf16/fp16,
@@ -19,11 +19,11 @@ import torch
 
 from . import ops
 
-BACKENDS = ("torch", "triton")
+KERNELS = ("torch", "triton")
 KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
-class BackendError(RuntimeError):
+class KernelChoiceError(RuntimeError):
     """DGLS_KERNELS asks for something this machine cannot run; the message is one line."""
 
 
@@ -37,17 +37,17 @@ def interpreting() -> bool:
 
 @functools.cache
 def probe() -> str:
-    """The backend, "torch" or "triton", probed on first use; `probe.cache_clear()` re-reads the environment."""
+    """The kernels, "torch" or "triton", chosen on first use; `probe.cache_clear()` re-reads the environment."""
     requested = os.environ.get("DGLS_KERNELS", "").strip().lower()
     if not requested:
         return "triton" if has_triton() and torch.cuda.is_available() else "torch"
-    if requested not in BACKENDS:
-        raise BackendError(f"DGLS_KERNELS={requested!r} is not a kernel backend; use one of {', '.join(BACKENDS)}")
+    if requested not in KERNELS:
+        raise KernelChoiceError(f"DGLS_KERNELS={requested!r} is not a kernel backend; use one of {', '.join(KERNELS)}")
     if requested == "triton":
         if not has_triton():
-            raise BackendError("DGLS_KERNELS=triton but triton is not installed (pip install triton)")
+            raise KernelChoiceError("DGLS_KERNELS=triton but triton is not installed (pip install triton)")
         if not (torch.cuda.is_available() or interpreting()):
-            raise BackendError("DGLS_KERNELS=triton needs a CUDA device, or TRITON_INTERPRET=1 to run on the CPU")
+            raise KernelChoiceError("DGLS_KERNELS=triton needs a CUDA device, or TRITON_INTERPRET=1 to run on the CPU")
     return requested
 
 
