@@ -9,7 +9,7 @@
 #   bench/campaign.sh keep            # copy $RUN's checkpoint into git's place, compacted to bf16
 #
 # The tokenizer is the one kept beside the state, since the checkpoint is tied to it. Every setting that defines the run is below; the
-# trainer refuses to resume with another (only ADJUSTABLE ones in model/train.py may move).
+# trainer refuses to resume with another (only ADJUSTABLE ones in model/training/train.py may move).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 KEPT=model/campaign/dgls-tiny
@@ -18,13 +18,13 @@ RUN=${RUN:-$DATA/run}
 MINUTES=${MINUTES:-120}
 . .venv/bin/activate
 
-if pgrep -f -- "dgls.model.train .*--out $RUN( |$)" >/dev/null; then
+if pgrep -f -- "dgls.model.training.train .*--out $RUN( |$)" >/dev/null; then
   echo "bench/campaign.sh: a trainer is already running on $RUN; stop it first (kill -TERM, it saves)" >&2
   exit 2
 fi
 if [ "${1:-}" = keep ]; then
   [ -f "$RUN/checkpoint/state.json" ] || { echo "bench/campaign.sh: no checkpoint in $RUN" >&2; exit 2; }
-  python -c 'import sys; from pathlib import Path; from dgls.model.train_state import compact; compact(Path(sys.argv[1]), Path(sys.argv[2]))' \
+  python -c 'import sys; from pathlib import Path; from dgls.model.training.train_state import compact; compact(Path(sys.argv[1]), Path(sys.argv[2]))' \
     "$RUN/checkpoint" "$KEPT/checkpoint"
   cp "$RUN/train_log.jsonl" "$KEPT/train_log.jsonl"
   du -sh "$KEPT"
@@ -37,12 +37,12 @@ if [ ! -f "$DATA/corpus/manifest.json" ]; then
   python3 -m venv "$DATA/corpus-venv"
   "$DATA/corpus-venv/bin/pip" install -q torch==2.13.0
   "$DATA/corpus-venv/bin/pip" install -q -c "$KEPT/corpus-constraints.txt" -e ".[dev]"
-  "$DATA/corpus-venv/bin/python" -m dgls.model.corpus "$DATA/corpus"
+  "$DATA/corpus-venv/bin/python" -m dgls.model.training.corpus "$DATA/corpus"
 fi
 if [ ! -d "$RUN/checkpoint" ] && [ -f "$KEPT/checkpoint/state.json" ]; then
   mkdir -p "$RUN" && cp -r "$KEPT/checkpoint" "$RUN/checkpoint" && cp "$KEPT/train_log.jsonl" "$RUN/train_log.jsonl"
 fi
-nohup python -m dgls.model.train --corpus "$DATA/corpus" --tokenizer "$KEPT/tokenizer.json" --out "$RUN" \
+nohup python -m dgls.model.training.train --corpus "$DATA/corpus" --tokenizer "$KEPT/tokenizer.json" --out "$RUN" \
   --config dgls-tiny --batch-size "${BATCH_SIZE:-32}" --lr "${LR:-1e-3}" --warmup-steps 100 --steps 40000 --schedule wsd \
   --prefix-tokens "${PREFIX_TOKENS:-256}" --suffix-tokens "${SUFFIX_TOKENS:-64}" --ar-weight "${AR_WEIGHT:-0.0}" \
   --decay-start "${DECAY_START:-0}" --decay-steps "${DECAY_STEPS:-500}" \

@@ -168,7 +168,7 @@ CONFIGS: dict[str, ModelConfig] = {
         num_experts=8, top_k=2, moe_intermediate_size=256, sliding_window=256,
         canvas_length=32, max_position_embeddings=8192,
     ),
-    # The embedded default: ref-16M's shape, sized to answer on a CPU; trained by model/train.py
+    # The embedded default: ref-16M's shape, sized to answer on a CPU; trained by model/training/train.py
     # (prompts up to the engine's 1024 + 256 token windows, canvases of CANVAS's lengths).
     "dgls-tiny": make_config(
         vocab_size=8192, hidden_size=256, intermediate_size=512, num_heads=4,

@@ -235,7 +235,7 @@ class DiffusionGemma(nn.Module):
 
         The reference never reads the encoder's output; training does (through `head`), so
         that every prompt token carries a next-token loss on the weights the decoder shares
-        (model/fim.py)."""
+        (model/training/fim.py)."""
         with self._grad():
             state, h = self._encode(prompt, prompt_mask)
             return self._cache(state, prompt_mask), h

@@ -13,10 +13,11 @@ from pathlib import Path
 import torch
 from tokenizers import Tokenizer as HFTokenizer
 
-from . import bpe, loader
+from . import loader
 from .config import CONFIGS, ModelConfig, SamplerConfig, from_name
-from .prompt import FIM_ORDERS
 from .network import DiffusionGemma
+from .prompt import FIM_ORDERS
+from .training import bpe
 
 
 def init_random(model: DiffusionGemma, seed: int = 0, std: float = 0.02) -> DiffusionGemma:
@@ -31,7 +32,7 @@ def init_random(model: DiffusionGemma, seed: int = 0, std: float = 0.02) -> Diff
 
 
 def train_tokenizer(vocab_size: int, family: str) -> HFTokenizer:
-    sources = sorted(Path(__file__).parent.glob("*.py"))  # some Python text to learn merges from
+    sources = sorted(Path(__file__).parent.rglob("*.py"))  # some Python text to learn merges from
     return bpe.train_tokenizer((p.read_text(encoding="utf-8") for p in sources), vocab_size, family)
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from dgls.model import corpus
-from dgls.model.corpus import CorpusConfig, CorpusError, classify_license, function_bodies
+from dgls.model.training import corpus
+from dgls.model.training.corpus import CorpusConfig, CorpusError, classify_license, function_bodies
 
 
 @pytest.mark.parametrize("expression, field, classifiers, expected", [

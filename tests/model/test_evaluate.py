@@ -7,11 +7,11 @@ import time
 
 import pytest
 
-from dgls.model import evaluate
-from dgls.model.baseline import LongestMatchCompleter
-from dgls.model.evaluate import CaseConfig, CaseError, edit_similarity, exact_match, levenshtein, load_cases
-from dgls.model.fim import HOLE_KINDS, LINE, LINE_SUFFIX
-from dgls.model.sandbox import SandboxLimits, run_python
+from dgls.model.training import evaluate
+from dgls.model.training.baseline import LongestMatchCompleter
+from dgls.model.training.evaluate import CaseConfig, CaseError, edit_similarity, exact_match, levenshtein, load_cases
+from dgls.model.training.fim import HOLE_KINDS, LINE, LINE_SUFFIX
+from dgls.model.training.sandbox import SandboxLimits, run_python
 
 from .training_data import build_corpus
 
@@ -125,7 +125,7 @@ def small_corpus(tmp_path_factory):
 
 
 def test_cases_come_from_heldout_packages_and_cut_files_exactly(small_corpus, tmp_path):
-    from dgls.model import corpus
+    from dgls.model.training import corpus
 
     cases = evaluate.build_cases(small_corpus, CaseConfig(n=12, prefix_chars=300, suffix_chars=100),
                                  lambda middle, kind: len(middle) < 400)

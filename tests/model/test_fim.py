@@ -8,10 +8,10 @@ import random
 import pytest
 import torch
 
-from dgls.model import corpus, fim
-from dgls.model.bpe import BASE_SPECIALS
+from dgls.model.training import corpus, fim
+from dgls.model.training.bpe import BASE_SPECIALS
 from dgls.model.config import CanvasLengths, from_name
-from dgls.model.fim import (
+from dgls.model.training.fim import (
     BLOCK, CANVAS_KIND, FUNCTION_BODY, HOLE_KINDS, LINE, LINE_SUFFIX, FimConfig, FimDataset, ObjectiveConfig,
 )
 from dgls.model.network import DiffusionGemma

@@ -11,14 +11,14 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from dgls.model import shards, train
+from dgls.model.training import shards, train
 from dgls.model.config import from_name
 from dgls.model.engine import Engine
-from dgls.model.fim import FimConfig, FimDataset, ObjectiveConfig, diffusion_loss
+from dgls.model.training.fim import FimConfig, FimDataset, ObjectiveConfig, diffusion_loss
 from dgls.model.network import DiffusionGemma
 from dgls.model.prompt import InfillRequest
 from dgls.model.tokenizer import Tokenizer
-from dgls.model.train import TrainConfig, TrainError
+from dgls.model.training.train import TrainConfig, TrainError
 
 from .training_data import build_corpus, train_tokenizer
 from .training_data import one_thread  # noqa: F401  (autouse fixture)
@@ -79,7 +79,7 @@ def test_a_few_steps_lower_the_loss(inputs, tmp_path):
     train.train(corpus_dir, tok_path, tmp_path, cfg, FIM, with_ar, log=lambda line: None)
 
     tok = Tokenizer.from_file(tok_path)
-    from dgls.model import corpus
+    from dgls.model.training import corpus
     data = FimDataset(corpus.read_split(corpus_dir, "train"), tok, bos=2, eos=1, pad=0, fim=FIM,
                       canvas=cfg.canvas())
     batches = [data.batch(8, random.Random(f"held:{i}")) for i in range(3)]
@@ -184,7 +184,7 @@ def test_windows_and_the_schedule_may_change_between_chunks(inputs, tmp_path):
 
 def test_a_compacted_bf16_state_resumes(one_run, inputs, tmp_path):
     """What is kept in git: bf16 weights and moments, cast back to fp32 on resume."""
-    from dgls.model.train_state import compact
+    from dgls.model.training.train_state import compact
 
     corpus_dir, tok = inputs
     run, _ = one_run
@@ -227,7 +227,7 @@ def test_sigterm_ends_the_chunk_after_its_step_saved(inputs, tmp_path):
     import threading
 
     corpus_dir, tok = inputs
-    argv = [sys.executable, "-m", "dgls.model.train", "--corpus", str(corpus_dir), "--tokenizer", str(tok),
+    argv = [sys.executable, "-m", "dgls.model.training.train", "--corpus", str(corpus_dir), "--tokenizer", str(tok),
             "--out", str(tmp_path), "--config", "test-tiny", "--steps", "100000", "--batch-size", "4",
             "--line-canvas", "16", "--block-canvas", "32", "--prefix-tokens", "48", "--suffix-tokens", "16",
             "--log-every", "1", "--threads", "1"]

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from dgls.model import bpe, corpus
+from dgls.model.training import bpe, corpus
 
 MODULES = ["json", "textwrap.py", "string.py", "bisect.py", "heapq.py", "colorsys.py", "fnmatch.py",
            "glob.py", "shlex.py", "difflib.py", "dataclasses.py", "graphlib.py"]

@@ -1,7 +1,7 @@
 """Evaluate a model on fill-in-the-middle cases, beside the longest-match baseline in the same run.
 
-    python -m dgls.model.evaluate cases --corpus CORPUS --out cases.jsonl [--tokenizer T] [--n 200]
-    python -m dgls.model.evaluate run --model DIR --cases cases.jsonl --baseline-corpus CORPUS [--report R.json]
+    python -m dgls.model.training.evaluate cases --corpus CORPUS --out cases.jsonl [--tokenizer T] [--n 200]
+    python -m dgls.model.training.evaluate run --model DIR --cases cases.jsonl --baseline-corpus CORPUS [--report R.json]
 
 `cases` draws holes (the training hole kinds, in equal shares) from the corpus's held-out
 packages. `run` reads a JSONL of {"prefix", "suffix", "middle", "tests"?, "kind"?, "path"?,
@@ -26,8 +26,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from . import corpus
-from .config import CANVAS, CanvasLengths, ConfigError
-from .dataclass_args import add_arguments, from_arguments, opt
+from ..config import CANVAS, CanvasLengths, ConfigError
+from ..dataclass_args import add_arguments, from_arguments, opt
 from .fim import (
     CANVAS_KIND,
     CHARS_PER_TOKEN,
@@ -202,8 +202,8 @@ class ModelSystem:
     def __init__(self, model_dir: Path, cfg: EvalConfig):
         import torch
 
-        from .engine import Engine  # torch: imported only when a model is evaluated
-        from .loader import CheckpointError
+        from ..engine import Engine  # torch: imported only when a model is evaluated
+        from ..loader import CheckpointError
 
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
@@ -219,8 +219,8 @@ class ModelSystem:
         self.device = str(self.engine.model.device)
 
     def __call__(self, case: Case) -> Prediction:
-        from .api import InfillRequest
-        from .engine import EngineError
+        from ..api import InfillRequest
+        from ..engine import EngineError
         from .fim import fit_windows
 
         prefix, suffix = fit_windows(self.engine.tokenizer, case.prefix, case.suffix,
@@ -326,7 +326,7 @@ def evaluate(cases: list[Case], systems: dict[str, Callable[[Case], Prediction]]
 def _cases_command(args) -> int:
     cfg = from_arguments(CaseConfig, args)
     if args.tokenizer is not None:
-        from .tokenizer import Tokenizer
+        from ..tokenizer import Tokenizer
 
         try:
             tok = Tokenizer.from_file(args.tokenizer)
@@ -394,13 +394,13 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     errors: tuple[type[Exception], ...] = (CaseError, corpus.CorpusError)
     if args.command == "run":
-        from .loader import CheckpointError  # torch: only the run command loads a model
+        from ..loader import CheckpointError  # torch: only the run command loads a model
 
         errors += (CheckpointError,)
     try:
         return _cases_command(args) if args.command == "cases" else _run_command(args)
     except errors as e:
-        print(f"dgls.model.evaluate: {e}", file=sys.stderr)
+        print(f"dgls.model.training.evaluate: {e}", file=sys.stderr)
         return 2
 
 

@@ -19,7 +19,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 
-from .dataclass_args import opt
+from ..dataclass_args import opt
 
 
 @dataclass(frozen=True)

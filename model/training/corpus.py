@@ -8,7 +8,7 @@ package, license and path; files are deduplicated by a hash of their normalised 
 packages are held out for evaluation (stdlib by top-level module, vendored copies under the
 package they vendor, so `pip/_vendor/rich` and `rich` land in the same split).
 
-    python -m dgls.model.corpus OUT_DIR [--site-dirs DIR ...] [--no-stdlib] [--max-files N]
+    python -m dgls.model.training.corpus OUT_DIR [--site-dirs DIR ...] [--no-stdlib] [--max-files N]
 
 Writes OUT_DIR/{train,heldout}-NNNNN.jsonl (shards of at most --shard-mib) and manifest.json.
 """
@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .dataclass_args import add_arguments, from_arguments, opt
+from ..dataclass_args import add_arguments, from_arguments, opt
 from .jsonl import parse_object
 from .progress import Progress
 
@@ -453,7 +453,7 @@ def read_manifest(directory: Path) -> dict:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise CorpusError(f"{directory}: no {MANIFEST}; build it with `python -m dgls.model.corpus`") from None
+        raise CorpusError(f"{directory}: no {MANIFEST}; build it with `python -m dgls.model.training.corpus`") from None
     except (OSError, json.JSONDecodeError) as e:
         raise CorpusError(f"{path}: unreadable ({e})") from None
 
@@ -477,7 +477,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         manifest = build(args.out, from_arguments(CorpusConfig, args))
     except CorpusError as e:
-        print(f"dgls.model.corpus: {e}", file=sys.stderr)
+        print(f"dgls.model.training.corpus: {e}", file=sys.stderr)
         return 2
     for split in SPLITS:
         print(f"{split}: {manifest['files'].get(split, 0)} files, "

@@ -19,9 +19,11 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from . import loader, shards
-from .config import CanvasLengths
-from .network import DiffusionGemma
+from .. import loader
+
+from . import shards
+from ..config import CanvasLengths
+from ..network import DiffusionGemma
 
 STATE = "state.json"
 

@@ -1,6 +1,6 @@
 """Train a DiffusionGemma model (dgls-tiny) on a FIM corpus, in resumable chunks.
 
-    python -m dgls.model.train --corpus CORPUS --tokenizer tokenizer.json --out RUN [--config dgls-tiny]
+    python -m dgls.model.training.train --corpus CORPUS --tokenizer tokenizer.json --out RUN [--config dgls-tiny]
 
 Each invocation trains until `--steps` are done or its `--max-minutes` (startup included)
 run out, then writes RUN/checkpoint/ (model, AdamW state, step; safetensors files of at most
@@ -33,17 +33,17 @@ from pathlib import Path
 import torch
 
 from . import corpus, model_card, shards
-from .config import (
+from ..config import (
     CANVAS, CONFIGS, CanvasLengths, ConfigError, ModelConfig, SamplerConfig, from_name, to_hf_config,
 )
-from .dataclass_args import add_arguments, from_arguments, opt
+from ..dataclass_args import add_arguments, from_arguments, opt
 from .fim import (
     Batch, FimConfig, FimDataset, FimError, FimExample, ObjectiveConfig, collate, diffusion_loss, inert_parameters,
 )
-from .network import DiffusionGemma
+from ..network import DiffusionGemma
 from .progress import Progress, clock
-from .prompt import FIM_TOKENS
-from .tokenizer import Tokenizer
+from ..prompt import FIM_TOKENS
+from ..tokenizer import Tokenizer
 from .train_state import STATE, StateError, checkpoint_dir, export, load_checkpoint, save_checkpoint
 
 EXIT_PAUSED = 75  # EX_TEMPFAIL: the chunk's time ran out; run again to continue
@@ -215,7 +215,7 @@ def check_tokenizer(tok: Tokenizer, cfg: ModelConfig, path: Path) -> None:
     wrong += [f"{t} missing" for t in FIM_TOKENS if tok.token_id(t) is None]
     if wrong:
         raise TrainError(f"{path}: not a dgls FIM tokenizer: {', '.join(wrong)} "
-                         "(train one with python -m dgls.model.bpe)")
+                         "(train one with python -m dgls.model.training.bpe)")
 
 
 # What a setting meant in checkpoints written before it existed.
@@ -444,8 +444,8 @@ def stop_on_signals():
 def main(argv: list[str] | None = None) -> int:
     t_start = time.monotonic()
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--corpus", type=Path, required=True, help="directory written by python -m dgls.model.corpus")
-    ap.add_argument("--tokenizer", type=Path, required=True, help="tokenizer.json from python -m dgls.model.bpe")
+    ap.add_argument("--corpus", type=Path, required=True, help="directory written by python -m dgls.model.training.corpus")
+    ap.add_argument("--tokenizer", type=Path, required=True, help="tokenizer.json from python -m dgls.model.training.bpe")
     ap.add_argument("--out", type=Path, required=True, help="run directory (checkpoint/, model/, train_log.jsonl)")
     for cls in (TrainConfig, FimConfig, ObjectiveConfig):
         add_arguments(ap.add_argument_group(cls.__name__), cls)
@@ -458,7 +458,7 @@ def main(argv: list[str] | None = None) -> int:
             meta = train(args.corpus, args.tokenizer, args.out, cfg, fim, obj, t_start=t_start,
                          log=lambda line: print(line, file=sys.stderr, flush=True), stop_requested=stop)
     except (TrainError, StateError, corpus.CorpusError, shards.ShardError, FimError, ConfigError) as e:
-        print(f"dgls.model.train: {e}", file=sys.stderr)
+        print(f"dgls.model.training.train: {e}", file=sys.stderr)
         return 2
     if not meta["finished"]:
         print(f"paused at step {meta['step']} of {cfg.steps}; run the same command again to continue", file=sys.stderr)

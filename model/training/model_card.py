@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .config import ModelConfig
+from ..config import ModelConfig
 from .fim import FimConfig, ObjectiveConfig
 from .progress import clock
 
@@ -31,7 +31,7 @@ def render(cfg: TrainConfig, fim: FimConfig, obj: ObjectiveConfig, model_cfg: Mo
     return f"""# {cfg.config}
 
 A DiffusionGemma-architecture text-diffusion mixture-of-experts model that fills the middle
-of Python code, trained from scratch by `python -m dgls.model.train`. **Status: {"trained" if finished else "partially trained"}
+of Python code, trained from scratch by `python -m dgls.model.training.train`. **Status: {"trained" if finished else "partially trained"}
 ({meta["step"]} of {cfg.steps} steps).**
 
 ## Model
@@ -80,9 +80,9 @@ portions are copied.
 
 ## Evaluation
 
-Not part of training. Run `python -m dgls.model.evaluate run --model DIR --cases CASES.jsonl
+Not part of training. Run `python -m dgls.model.training.evaluate run --model DIR --cases CASES.jsonl
 --baseline-corpus CORPUS` on cases built from the held-out packages
-(`python -m dgls.model.evaluate cases`); it reports exact match, edit similarity, pass@1
+(`python -m dgls.model.training.evaluate cases`); it reports exact match, edit similarity, pass@1
 where cases carry tests, steps per canvas and latency, beside an n-gram baseline.
 
 ## Limitations

@@ -4,7 +4,7 @@ The first ids are fixed: <pad>=0, <eos>=1, <bos>=2, <unk>=3 (the config's pad/eo
 the prompt family's control tokens (FIM: <|fim_prefix|>, <|fim_suffix|>, <|fim_middle|>).
 Byte-level, so any text round-trips and <unk> is never produced.
 
-    python -m dgls.model.bpe CORPUS_DIR OUT/tokenizer.json [--config dgls-tiny]
+    python -m dgls.model.training.bpe CORPUS_DIR OUT/tokenizer.json [--config dgls-tiny]
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ from pathlib import Path
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
-from .config import CONFIGS, from_name
+from ..config import CONFIGS, from_name
 from .corpus import CorpusError, read_split
-from .dataclass_args import add_arguments, from_arguments, opt
-from .prompt import FAMILIES
+from ..dataclass_args import add_arguments, from_arguments, opt
+from ..prompt import FAMILIES
 
 BASE_SPECIALS = ["<pad>", "<eos>", "<bos>", "<unk>"]  # ids 0..3, as the config's pad/eos/bos
 
@@ -64,7 +64,7 @@ def sample_texts(corpus_dir: Path, max_bytes: int, seed: int) -> Iterator[str]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("corpus", type=Path, help="directory written by `python -m dgls.model.corpus`")
+    ap.add_argument("corpus", type=Path, help="directory written by `python -m dgls.model.training.corpus`")
     ap.add_argument("out", type=Path, help="tokenizer.json to write")
     add_arguments(ap, BpeConfig)
     args = ap.parse_args(argv)
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         texts = list(sample_texts(args.corpus, int(cfg.max_mib * 2**20), cfg.seed))
     except CorpusError as e:
-        print(f"dgls.model.bpe: {e}", file=sys.stderr)
+        print(f"dgls.model.training.bpe: {e}", file=sys.stderr)
         return 2
     vocab = from_name(cfg.config).vocab_size
     print(f"training a {vocab}-token byte-level BPE on {len(texts)} files "

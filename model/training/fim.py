@@ -31,12 +31,12 @@ import torch.nn.functional as F
 
 from dgls.options import DEFAULTS as SERVING  # windows as the server cuts them
 
-from .config import CANVAS, CanvasLengths, SamplerConfig
-from .dataclass_args import opt
-from .network import DiffusionGemma
-from .api import InfillRequest
-from .prompt import fim_prompt
-from .tokenizer import Tokenizer
+from ..config import CANVAS, CanvasLengths, SamplerConfig
+from ..dataclass_args import opt
+from ..network import DiffusionGemma
+from ..api import InfillRequest
+from ..prompt import fim_prompt
+from ..tokenizer import Tokenizer
 
 LINE_SUFFIX, LINE, BLOCK, FUNCTION_BODY = "line_suffix", "line", "block", "function_body"
 HOLE_KINDS = (LINE_SUFFIX, LINE, BLOCK, FUNCTION_BODY)
