@@ -18,7 +18,7 @@ from . import __version__
 from .documents import from_offset
 from .options import DEFAULTS, from_config_file, from_settings
 from .protocol import DglsProtocol, StdinLines, StreamLines, read_frames
-from .service import State, Suggestions, language_of, suggest, take_inflight, warm_up
+from .service import State, Suggestions, suggest, take_inflight, warm_up
 
 log = logging.getLogger(__name__)
 
@@ -173,8 +173,7 @@ async def inline_completion(ls: DglsServer, params: t.InlineCompletionParams) ->
     result = await _suggestions(ls, params.text_document.uri, params.position, automatic)
     if result is None:
         return None
-    text = ls.state.documents.get(params.text_document.uri).text
-    rng = _range(ls, text, result.offset, result.replace_end)
+    rng = _range(ls, result.text, result.offset, result.replace_end)
     return t.InlineCompletionList(items=[t.InlineCompletionItem(insert_text=s, range=rng) for s in result.texts])
 
 
@@ -184,12 +183,11 @@ async def completion(ls: DglsServer, params: t.CompletionParams) -> t.Completion
     result = await _suggestions(ls, params.text_document.uri, params.position, automatic)
     if result is None:
         return None
-    doc = ls.state.documents.get(params.text_document.uri)
     best = result.texts[0]
-    rng = _range(ls, doc.text, result.offset, result.replace_end)
+    rng = _range(ls, result.text, result.offset, result.replace_end)
     # Editors filter items by the word before the cursor: start the filter text with it.
-    line_start = doc.text.rfind("\n", 0, result.offset) + 1
-    word = _word_before(doc.text[line_start:result.offset])
+    line_start = result.text.rfind("\n", 0, result.offset) + 1
+    word = _word_before(result.text[line_start:result.offset])
     first = best.strip("\n").splitlines()[0] if best.strip() else best
     item = t.CompletionItem(
         label=(first[:60] + "…") if len(first) > 60 else first,
@@ -198,7 +196,7 @@ async def completion(ls: DglsServer, params: t.CompletionParams) -> t.Completion
         text_edit=t.TextEdit(range=rng, new_text=best),
         filter_text=word + best,
         insert_text_format=t.InsertTextFormat.PlainText,
-        documentation=_documentation(ls, best, _lang(doc)),
+        documentation=_documentation(ls, best, result.language),
         sort_text="0",
         preselect=True,
     )
@@ -223,11 +221,6 @@ def _word_before(line: str) -> str:
     while i > 0 and (line[i - 1].isalnum() or line[i - 1] == "_"):
         i -= 1
     return line[i:]
-
-
-def _lang(doc) -> str:
-    lang = language_of(doc)
-    return lang.name if lang else ""
 
 
 @server.command(STATUS_COMMAND)

@@ -132,7 +132,8 @@ def take_inflight(state: State, uri: str) -> Inflight | None:
 
 @dataclass
 class Suggestions:
-    completion: Completion
+    text: str  # the document the offsets refer to (as the suggestion was computed for it)
+    language: str  # its language's name
     offset: int  # cursor
     replace_end: int  # end of the replaced range (covers auto-closed characters on the line)
     texts: list[str]  # what each item inserts over [offset, replace_end)
@@ -184,7 +185,7 @@ async def _suggest(state: State, doc: TextDocument, me: Inflight, line: int, cha
         state.status.cache_hits += 1
         hole = classify(Document(text, lang), offset)  # for the replace range; no windows needed
         completion = Completion(hole, [Candidate(r, 1.0, 0) for r in rests], offset, offset)
-        return _shape(state, doc.uri, text, offset, completion, "typed-through", remember=False)
+        return _shape(state, doc.uri, text, lang.name, offset, completion, "typed-through", remember=False)
 
     backend = state.backend_or_none(warn)
     if backend is None:
@@ -197,7 +198,7 @@ async def _suggest(state: State, doc: TextDocument, me: Inflight, line: int, cha
     cached = state.exact.get(key)
     if cached is not None:
         state.status.cache_hits += 1
-        return _shape(state, doc.uri, text, offset, finish(prep, cached), "exact")
+        return _shape(state, doc.uri, text, lang.name, offset, finish(prep, cached), "exact")
 
     result = await _run(state, backend, prep, n, me, warn)
     if result is None or me.cancelled.is_set() or doc.version != version:
@@ -207,7 +208,7 @@ async def _suggest(state: State, doc: TextDocument, me: Inflight, line: int, cha
     completion = finish(prep, result)
     state.status.last_latency_ms = round((time.perf_counter() - prep.started) * 1e3, 1)
     state.status.served += 1
-    return _shape(state, doc.uri, text, offset, completion, None)
+    return _shape(state, doc.uri, text, lang.name, offset, completion, None)
 
 
 async def _run(state: State, backend, prep: Prepared, n: int, me: Inflight, warn) -> InfillResult | None:
@@ -249,8 +250,8 @@ async def _run_fallback(state: State, prep: Prepared, n: int, me: Inflight, warn
         return None
 
 
-def _shape(state: State, uri: str, text: str, offset: int, completion: Completion, source: str | None,
-           *, remember: bool = True) -> Suggestions:
+def _shape(state: State, uri: str, text: str, language: str, offset: int, completion: Completion,
+           source: str | None, *, remember: bool = True) -> Suggestions:
     """Items replace the auto-closed characters right of the cursor on a line hole, so the
     editor shows `foo(x)` over `foo(|)` without a doubled parenthesis."""
     hole = completion.hole
@@ -261,7 +262,7 @@ def _shape(state: State, uri: str, text: str, offset: int, completion: Completio
         texts = [t + hole.rest_of_line for t in texts]
     if remember:
         state.typed.remember(uri, text[:offset], text[offset:], [s.text for s in completion.suggestions])
-    return Suggestions(completion, offset, end, texts, source)
+    return Suggestions(text, language, offset, end, texts, source)
 
 
 def _display_path(uri: str) -> str:
