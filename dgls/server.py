@@ -227,9 +227,11 @@ def _word_before(line: str) -> str:
 async def status(ls: DglsServer, *args) -> dict:
     backend = ls.state.backend
     if backend is not None:
-        # Asked now: the remote server's /health and /v1/models, or the worker's health and
-        # info (its prompt store's counts move with every request).
-        await backend.refresh(ls.state.status)
+        if backend.kind == "vllm":  # asked now: GET /health and /v1/models
+            await backend.refresh(ls.state.status)
+        else:  # the worker's prompt store counts move with every request; its state and the
+            # last request's message are kept as the requests left them
+            ls.state.status.prompt_cache = await backend.prompt_store()
         ls.state.status.backend = backend.describe()
     return {**ls.state.status.as_dict(), "encoding": ls.state.encoding,
             "cache_entries": len(ls.state.exact), "options": {"debounce_ms": ls.state.options.debounce_ms,

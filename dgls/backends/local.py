@@ -110,6 +110,13 @@ class LocalBackend:
             status.device, status.worker_pid = info.get("device"), health["pid"]
             status.prompt_cache = info.get("prompt_cache")
 
+    async def prompt_store(self) -> dict | None:
+        """The worker's prompt store counts (entries, MiB, tokens encoded and reused); None
+        when it is gone or does not say."""
+        with contextlib.suppress(WorkerUnavailable, WorkerError, KeyError, TypeError):
+            return (await self._ask("info")).get("prompt_cache")
+        return None
+
     async def warm_up(self, status, progress) -> None:
         """Start (or reach) the worker and follow its model load, reporting progress."""
         try:

@@ -132,7 +132,9 @@ async def test_typed_through_reuses_the_shown_suggestion(start, answer):
     first = await inline(client, URI, 1, 11)
     shown = [i.insert_text for i in first.items]
     assert shown[0].startswith(answer)
-    hits = (await status(client))["cache_hits"]
+    info = await status(client)
+    hits = info["cache_hits"]
+    assert info["prompt_cache"]["encoded_tokens"] > 0 and info["prompt_cache"]["entries"] >= 1  # the worker's store, asked now
     change(client, URI, 2, 1, 11, answer[:2])  # the user types the first two characters
     second = await inline(client, URI, 1, 13)
     assert [i.insert_text for i in second.items] == [s[2:] for s in shown]
