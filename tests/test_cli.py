@@ -194,15 +194,14 @@ def test_a_seeded_completion_is_the_same_every_run(random_checkpoint, tmp_path):
     step limit decide. The budget here is far below what the model needs for 48 steps."""
     path = write(tmp_path, "m.py", SOURCE)
     config = write(tmp_path, "config.toml", "lineBudgetMs = 1\n")
-    runs = [complete_json(f"{path}:2", "--model", str(random_checkpoint), "--seed", "5", "--n", "2")
-            for _ in range(2)]
+    runs = [complete_json(f"{path}:2", "--model", str(random_checkpoint), "--seed", "5", "--n", "2")]
     env = {"DGLS_CONFIG": str(config)}
     tight = [json.loads(dgls("complete", f"{path}:2", "--model", str(random_checkpoint), "--seed", "5", "--n", "2",
                              "--json", env=env).stdout) for _ in range(2)]
     for out in runs + tight:
         assert out["stop_reason"] != "callback"
     texts = [[c["text"] for c in out["candidates"] + out["rejected"]] for out in runs + tight]
-    assert texts[0] == texts[1] == texts[2] == texts[3]
+    assert texts[0] == texts[1] == texts[2]  # with or without a budget, every run
 
 
 @pytest.mark.parametrize("name,content,location,fragments", [
