@@ -21,12 +21,13 @@ from . import loader
 from .api import EngineError, InfillCandidate, InfillRequest, InfillResult
 from .prompt import build_prompt
 from .network import EncoderState, PromptCache
-from .prompt_store import DEFAULT_MAX_MIB, PromptStore
+from .config import PROMPT_CACHE_MIB
+from .prompt_store import PromptStore
 from .sampler import StepState, denoise
 
 
 class Engine:
-    def __init__(self, loaded: loader.LoadedModel, *, prompt_cache_mib: float = DEFAULT_MAX_MIB,
+    def __init__(self, loaded: loader.LoadedModel, *, prompt_cache_mib: float = PROMPT_CACHE_MIB,
                  draws: str = "accepted"):
         self.loaded = loaded
         # Random draws only where a step accepts (model/sampler.py): the reference's own
@@ -41,7 +42,7 @@ class Engine:
         self.stop_ids = set(self.cfg.eos_ids) | {self.cfg.pad_id} | self.tokenizer.special_ids()
 
     @classmethod
-    def load(cls, path: str | Path, *, prompt_cache_mib: float = DEFAULT_MAX_MIB, draws: str = "accepted",
+    def load(cls, path: str | Path, *, prompt_cache_mib: float = PROMPT_CACHE_MIB, draws: str = "accepted",
              **kwargs) -> Engine:
         return cls(loader.load(path, **kwargs), prompt_cache_mib=prompt_cache_mib, draws=draws)
 

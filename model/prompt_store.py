@@ -17,10 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .config import PROMPT_CACHE_MIB
 from .network import DiffusionGemma, EncoderState
-
-DEFAULT_MAX_MIB = PROMPT_CACHE_MIB
 
 
 @dataclass
