@@ -51,7 +51,7 @@ def one_process(model: str, warm: bool) -> dict:
 
 
 async def real_worker(model: str, runtime: Path) -> dict:
-    from dgls.model.api import InfillRequest
+    from dgls.model.api import InfillCall, InfillRequest
     from dgls.worker_client import WorkerClient, WorkerSpec, unwrap
 
     os.environ["DGLS_RUNTIME_DIR"] = str(runtime)
@@ -65,8 +65,8 @@ async def real_worker(model: str, runtime: Path) -> dict:
                 break
             await asyncio.sleep(0.02)
         t1 = time.perf_counter()
-        _, reply = await client.infill(InfillRequest(PREFIX, "\n", language="python", path="m.py"), n=1,
-                                       canvas_length=32, budget_ms=None, seed=0)
+        _, reply = await client.infill(InfillCall(InfillRequest(PREFIX, "\n", language="python", path="m.py"), n=1,
+                                                  canvas_length=32, seed=0))
         unwrap(await reply)
         t2 = time.perf_counter()
     finally:

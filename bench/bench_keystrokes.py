@@ -128,17 +128,18 @@ async def replay(model: Path, files: list[Path], sites: int, gap_s: float, runti
 def baseline(model: Path, samples: list[tuple[str, int]], settings: dict) -> list[float]:
     """The requests the server answered, asked again of the same engine directly: same
     document state, same position, same options; no protocol, no worker, no debounce."""
+    from dgls.backends.engine import EngineBackend
     from dgls.complete import complete
     from dgls.languages import by_name
     from dgls.model.engine import Engine
     from dgls.options import from_settings
 
-    engine = Engine.load(model, device="cpu")
+    engine = EngineBackend(Engine.load(model, device="cpu"))
     options, _ = from_settings(settings)
     out = []
     for text, offset in samples:
         t0 = time.perf_counter()
-        complete(engine, text, offset, by_name("python"), options=options, n=options.candidates_automatic)
+        asyncio.run(complete(engine, text, offset, by_name("python"), options=options, n=options.candidates_automatic))
         out.append((time.perf_counter() - t0) * 1e3)
     return out
 

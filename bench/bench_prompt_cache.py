@@ -16,6 +16,7 @@ p50/p95, the share of prompt tokens encoded, candidate tokens equal between the 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import platform
@@ -28,12 +29,17 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from dgls.complete import complete  # noqa: E402
+from dgls.backends.engine import EngineBackend  # noqa: E402
+from dgls.complete import complete as complete_async  # noqa: E402
 from dgls.hole import NONE, Document, classify  # noqa: E402
 from dgls.languages import by_name  # noqa: E402
 from dgls.model import random_checkpoint  # noqa: E402
 from dgls.model.engine import Engine  # noqa: E402
 from dgls.options import DEFAULTS  # noqa: E402
+
+
+def complete(backend, *args, **kwargs):
+    return asyncio.run(complete_async(backend, *args, **kwargs))
 
 
 def rss_mib() -> float:
@@ -73,7 +79,7 @@ def replay(engine: Engine, strokes: list[tuple[str, int]]) -> dict:
     ms, encode_ms, denoise_ms, prompt, tokens = [], [], [], 0, []
     for text, offset in strokes:
         t0 = time.perf_counter()
-        c = complete(engine, text, offset, python, path="bench.py", n=DEFAULTS.candidates_automatic,
+        c = complete(EngineBackend(engine), text, offset, python, path="bench.py", n=DEFAULTS.candidates_automatic,
                      budget_ms=None, seed=0, mode="line")
         if not c.prompt_tokens:  # no hole here (inside a string, mid-word): no model run
             continue
@@ -114,7 +120,7 @@ def main() -> None:
     per_entry, k = on.prompts.entries[-1].state.nbytes, 0
     while on.prompts.nbytes + per_entry <= on.prompts.max_bytes:
         text, offset = strokes[k * 37 % len(strokes)]
-        complete(on, text, offset, by_name("python"), path=f"fill{k}.py", n=1, budget_ms=None, seed=0)
+        complete(EngineBackend(on), text, offset, by_name("python"), path=f"fill{k}.py", n=1, budget_ms=None, seed=0)
         k += 1
     rss_full = rss_mib()
 

@@ -32,7 +32,8 @@ def cli_options(args: argparse.Namespace) -> Options:
         print(f"dgls: warning: {problem}", file=sys.stderr)
     flags = {"backend": getattr(args, "backend", None), "remoteUrl": getattr(args, "url", None),
              "remoteModel": getattr(args, "remote_model", None),
-             "remoteTokenizer": getattr(args, "remote_tokenizer", None), "model": args.model}
+             "remoteTokenizer": getattr(args, "remote_tokenizer", None), "model": args.model,
+             "device": getattr(args, "device", None), "dtype": getattr(args, "dtype", None)}
     options, problems = from_settings({k: v for k, v in flags.items() if v is not None}, options)
     if problems:
         raise UsageError(problems[0].replace("setting ", "flag for ", 1))
@@ -81,7 +82,7 @@ def cmd_infill(args: argparse.Namespace) -> int:
     suffix = read_text_arg(args.suffix, args.suffix_file, "suffix")
     if args.n < 1:
         raise UsageError(f"--n must be at least 1, got {args.n}")
-    engine = load_engine(args, cli_options(args))
+    engine = load_engine(cli_options(args))
     try:
         result = engine.infill(InfillRequest(prefix, suffix, language=args.language), n=args.n,
                                canvas_length=args.canvas, max_steps=args.max_steps, seed=args.seed)
@@ -194,34 +195,36 @@ def cmd_complete(args: argparse.Namespace) -> int:
                               "no_suggestion": hole.reason}, indent=2))
         return 1
     options = cli_options(args)
+    import asyncio
+
     from .backends import BackendError
     from .model.api import EngineError
-    from .worker_client import WorkerError, WorkerUnavailable
+
+    async def run():
+        backend = chosen_backend(options)
+        try:
+            return await complete(backend, text, offset, language, path=path, options=options, mode=args.mode,
+                                  n=args.n, budget_ms=completion_budget(args), seed=args.seed)
+        finally:
+            await backend.close()
 
     try:
-        if options.backend == "vllm":
-            if args.seed is not None:
-                raise UsageError("--seed cannot be used with the vllm backend: vLLM refuses seeds for diffusion models")
-            result = complete_remote(options, text, offset, language, path=path, mode=args.mode, n=args.n,
-                                     budget_ms=args.max_ms)
-        else:
-            backend = running_worker(args, options) or load_engine(args, options)
-            result = complete(backend, text, offset, language, path=path, options=options, mode=args.mode, n=args.n,
-                              budget_ms=completion_budget(args), seed=args.seed)
-    except (EngineError, WorkerError, WorkerUnavailable, BackendError) as e:
+        result = asyncio.run(run())
+    except (EngineError, BackendError) as e:
         raise UsageError(str(e)) from None
 
     def pos(offset: int) -> dict:
         ln, cl = from_offset(text, offset, UTF32)
         return {"line": ln + 1, "col": cl + 1}
 
-    if args.json:
+    if args.json:  # each candidate as an editor applies it: its text over its range
         print(json.dumps({
             "file": path, "hole": {"kind": result.hole.kind, "reason": result.hole.reason},
             **({} if result.suggestions else {"no_suggestion": why_none(result.rejected)}),
             "candidates": [
-                {"text": s.text, "range": {"start": pos(result.start), "end": pos(result.end)},
-                 "confidence": round(s.confidence, 4), "steps": s.steps} for s in result.suggestions],
+                {"text": t, "range": {"start": pos(result.start), "end": pos(result.end)},
+                 "confidence": round(s.confidence, 4), "steps": s.steps}
+                for s, t in zip(result.suggestions, result.texts)],
             "rejected": [{"text": t, "why": why} for t, why in result.rejected],
             "prompt_tokens": result.prompt_tokens, "canvas_length": result.canvas_length,
             "stop_reason": result.stop_reason,
@@ -252,31 +255,6 @@ def why_none(rejected: list[tuple[str, str]]) -> str:
         reasons[why] = reasons.get(why, 0) + 1
     detail = ", ".join(f"{count} {why}" for why, count in sorted(reasons.items(), key=lambda kv: -kv[1]))
     return f"{len(rejected)} candidate{'s' * (len(rejected) != 1)} rejected: {detail}"
-
-
-def complete_remote(options: Options, text: str, offset: int, language, *, path: str, mode: str, n: int | None,
-                    budget_ms: float | None):
-    """The completion path through the remote backend, the same code the server runs."""
-    import asyncio
-    import types
-
-    from .backends import make_backend
-    from .complete import finish, prepare
-
-    backend = make_backend(options)
-    prep = prepare(text, offset, language, backend.count_tokens, path=path, options=options, mode=mode,
-                   budget_ms=budget_ms)
-    if prep.request is None:
-        return finish(prep, None)
-
-    async def run():
-        try:
-            inflight = types.SimpleNamespace(cancelled=asyncio.Event(), stop=None)
-            return await backend.infill(prep, n or options.candidates_invoked, inflight)
-        finally:
-            await backend.close()
-
-    return finish(prep, asyncio.run(run()))
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -324,60 +302,41 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0 if status.state in ("ready", "not running") else 1
 
 
-def load_engine(args: argparse.Namespace, options: Options):
+def load_engine(options: Options):
     from dgls.model.engine import Engine  # heavy: torch
     from dgls.model.loader import CheckpointError
 
     try:
-        return Engine.load(chosen_model(options), dtype=args.dtype, device=args.device,
+        return Engine.load(chosen_model(options), dtype=options.dtype, device=options.device,
                            progress=progress_bar("loading model"), prompt_cache_mib=options.prompt_cache_mib)
     except CheckpointError as e:
         raise UsageError(str(e)) from None
 
 
-class WorkerBackend:
-    """The running worker, used synchronously by the CLI (no model load in this process)."""
+def chosen_backend(options: Options):
+    """The configured remote server; else the worker already serving this model (no load
+    here); else the engine loaded in this process."""
+    from .backends import BackendError, make_backend
+    from .backends.engine import EngineBackend
+    from .backends.local import LocalBackend
+    from .worker_client import is_running
 
-    def __init__(self, spec, tokenizer):
-        self.spec, self.tokenizer = spec, tokenizer
-
-    def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer.encode(text))
-
-    def infill(self, req, *, n, canvas_length, budget_ms, seed):
-        import asyncio
-
-        from .worker_client import WorkerClient, result_from_wire, unwrap
-
-        async def run():
-            client = WorkerClient(self.spec, spawn=False)
-            try:
-                _, reply = await client.infill(req, n=n, canvas_length=canvas_length, budget_ms=budget_ms, seed=seed)
-                return result_from_wire(unwrap(await reply))
-            finally:
-                await client.close()
-
-        return asyncio.run(run())
-
-
-def running_worker(args: argparse.Namespace, options: Options) -> WorkerBackend | None:
-    """The worker already serving this model, if one is running (else None: run in-process)."""
-    from .backends.base import NoModel, read_tokenizer
-    from .worker_client import WorkerSpec, is_running
-
-    spec = WorkerSpec(chosen_model(options), args.device, args.dtype)
-    if not is_running(spec):
-        return None
-    try:
-        return WorkerBackend(spec, read_tokenizer(spec.model, "model")[0])
-    except NoModel:  # fall back to in-process, which says what is wrong
-        return None
+    if options.backend == "vllm":
+        return make_backend(options)
+    spec = LocalBackend.spec_for(options)
+    if spec is not None and is_running(spec):
+        try:
+            return LocalBackend(options, spawn=False)
+        except BackendError:  # its tokenizer unreadable: the in-process load says what is wrong
+            pass
+    return EngineBackend(load_engine(options))
 
 
 def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help=f"checkpoint directory or local HF cache id (default: ${MODEL_ENV} or dgls-tiny)")
     p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--dtype", default="auto", choices=DTYPES, help="weight dtype (auto: bf16 on CUDA, fp32 on CPU)")
+    p.add_argument("--dtype", default=None, choices=DTYPES,
+                   help=f"weight dtype (default: the config file's, else {DEFAULTS.dtype}: bf16 on CUDA, fp32 on CPU)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
     p.add_argument("--json", action="store_true", help="print all candidates with statistics as JSON")
 
@@ -426,7 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--model", help=f"checkpoint directory or local HF cache id (default: ${MODEL_ENV} or dgls-tiny)")
     status.add_argument("--json", action="store_true", help="print the status as JSON")
     add_backend_options(status)
-    status.set_defaults(run=cmd_status, dtype="auto", device=None)
+    status.set_defaults(run=cmd_status)
     serve = sub.add_parser(
         "serve", help="run the language server (stdio, or TCP on loopback)",
         description="The dgls language server: editors start it over stdio. It answers "

@@ -1,41 +1,39 @@
-"""A file and a cursor in, ranked suggestions out: the completion path without an editor.
+"""A file and a cursor in, ranked suggestions out: the completion path, editor or not.
 
-hole -> windows -> infill request -> backend (engine in-process or the worker) ->
-post-processing -> ranking. The backend is passed in, so this module never imports torch.
+hole -> windows -> infill call -> backend (the worker, a vLLM server, or the engine in this
+process) -> post-processing -> ranking -> each suggestion's final text over its replace range.
+The backend is passed in, so this module never imports torch. The language server runs
+`prepare`, the backend and `finish` itself (between them: caches, fallback, status); the CLI
+runs `complete`.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from . import postprocess
-from .hole import NONE, Document, Hole, classify, indent_unit, window
+from .backends.base import Backend, Cancel
+from .hole import NONE, Document, Hole, classify, indent_unit, line_bounds, window
 from .languages import Language
-from .model.api import InfillRequest, InfillResult
+from .model.api import InfillCall, InfillRequest, InfillResult
 from .options import DEFAULTS, Options
 from .rank import Candidate, rank
-
-
-class InfillBackend(Protocol):
-    def count_tokens(self, text: str) -> int: ...
-
-    def infill(self, req: InfillRequest, *, n: int, canvas_length: int, budget_ms: float,
-               seed: int | None) -> InfillResult: ...
 
 
 @dataclass
 class Completion:
     hole: Hole
-    suggestions: list[Candidate]  # best first; each replaces [start, end)
-    start: int  # character offsets into the document
-    end: int
+    suggestions: list[Candidate]  # best first: the code written at the cursor
+    start: int  # the range every item replaces, as character offsets into the document:
+    end: int  # the cursor, and on a line hole the auto-closed characters right of it
+    texts: list[str] = field(default_factory=list)  # what each suggestion inserts over [start, end)
     rejected: list[tuple[str, str]] = field(default_factory=list)  # (text, why)
     timing: dict[str, float] = field(default_factory=dict)
     prompt_tokens: int = 0
     canvas_length: int = 0
     stop_reason: str = ""
+    note: str | None = None  # the backend gave less than asked (out of memory)
 
 
 @dataclass
@@ -50,6 +48,10 @@ class Prepared:
     context: postprocess.Context | None
     lead: str  # text every suggestion starts with (a line break into a new block)
     started: float
+
+    def call(self, n: int, seed: int | None = None) -> InfillCall:
+        return InfillCall(self.request, n=n, canvas_length=self.canvas_length, budget_ms=self.budget_ms, seed=seed,
+                          hole=self.hole.kind)
 
 
 def prepare(
@@ -78,6 +80,18 @@ def prepare(
     return Prepared(doc, hole, req, options.canvas_for(hole.kind), budget, ctx, lead, started)
 
 
+def replace_range(text: str, offset: int, middles: list[str]) -> tuple[int, list[str]]:
+    """Where the items end and what each inserts. One-line middles also replace the
+    characters right of the cursor on its line (the post-processing cut the auto-closed ones
+    out of the middle), so an editor shows `foo(x)` over `foo(|)` without a doubled
+    parenthesis; a multi-line middle is inserted at the cursor."""
+    end = line_bounds(text, offset)[1]
+    rest = text[offset:end]
+    if not rest.strip() or any("\n" in m for m in middles):
+        return offset, list(middles)
+    return end, [m + rest for m in middles]
+
+
 def finish(prep: Prepared, result: InfillResult | None) -> Completion:
     offset = prep.hole.offset
     if prep.request is None or result is None:
@@ -91,15 +105,17 @@ def finish(prep: Prepared, result: InfillResult | None) -> Completion:
             kept.append(Candidate(prep.lead + middle, cand.confidence, cand.steps))
     ranked = rank(prep.doc, offset, offset, kept)
     rejected += [(c.text, why) for c, why in ranked.rejected]
+    end, texts = replace_range(prep.doc.text, offset, [c.text for c in ranked.accepted])
     return Completion(
-        prep.hole, ranked.accepted, offset, offset, rejected,
+        prep.hole, ranked.accepted, offset, end, texts, rejected,
         timing={"encode_ms": result.encode_ms, "denoise_ms": result.denoise_ms,
                 "total_ms": (time.perf_counter() - prep.started) * 1e3},
-        prompt_tokens=result.prompt_tokens, canvas_length=result.canvas_length, stop_reason=result.stop_reason)
+        prompt_tokens=result.prompt_tokens, canvas_length=result.canvas_length, stop_reason=result.stop_reason,
+        note=result.note)
 
 
-def complete(
-    backend: InfillBackend,
+async def complete(
+    backend: Backend,
     text: str,
     offset: int,
     language: Language,
@@ -110,12 +126,12 @@ def complete(
     n: int | None = None,
     budget_ms: float | None = None,
     seed: int | None = None,
+    cancel: Cancel | None = None,
 ) -> Completion:
-    """The whole path with a synchronous backend (the engine in-process)."""
+    """The whole path through any backend (what the CLI runs)."""
     prep = prepare(text, offset, language, backend.count_tokens, path=path, options=options, mode=mode,
                    budget_ms=budget_ms)
     if prep.request is None:
         return finish(prep, None)
-    result = backend.infill(prep.request, n=n or options.candidates_invoked, canvas_length=prep.canvas_length,
-                            budget_ms=prep.budget_ms, seed=seed)
+    result = await backend.infill(prep.call(n or options.candidates_invoked, seed), cancel or Cancel())
     return finish(prep, result)

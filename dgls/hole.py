@@ -91,7 +91,7 @@ def _line_start(text: str, offset: int) -> int:
     return max(text.rfind("\n", 0, offset), text.rfind("\r", 0, offset)) + 1
 
 
-def _line_bounds(text: str, offset: int) -> tuple[int, int]:
+def line_bounds(text: str, offset: int) -> tuple[int, int]:
     m = re.compile(r"\r|\n").search(text, offset)
     return _line_start(text, offset), (m.start() if m else len(text))
 
@@ -160,7 +160,7 @@ def _previous_code_line(text: str, line_start: int) -> str:
 def classify(doc: Document, offset: int, mode: str = "auto") -> Hole:
     """The hole at `offset`. `mode` "line" or "block" forces the kind where code may go."""
     text, lang = doc.text, doc.language
-    start, end = _line_bounds(text, offset)
+    start, end = line_bounds(text, offset)
     before, after = text[start:offset], text[offset:end]
     unit = indent_unit(text, lang)
 

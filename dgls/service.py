@@ -12,18 +12,17 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 from .backends import BackendError, BackendUnavailable, NoModel, backend_key, make_backend
+from .backends.base import Backend, Cancel
 from .backends.local import LocalBackend
 from .cache import ExactCache, TypedThrough
-from .complete import Completion, Prepared, finish, prepare
+from .complete import Completion, Prepared, finish, prepare, replace_range
 from .documents import DocumentStore, TextDocument, to_offset
-from .hole import NONE, Document, classify
 from .languages import BY_EXTENSION, BY_NAME, Language
 from .model.api import InfillResult
 from .options import DEFAULTS, Options
-from .rank import Candidate
 from .text import valid_unicode
 
 log = logging.getLogger(__name__)
@@ -33,15 +32,8 @@ log = logging.getLogger(__name__)
 class Inflight:
     uri: str
     version: int
-    cancelled: asyncio.Event = field(default_factory=asyncio.Event)
-    stop: Callable[[], Awaitable] | None = None  # set by a backend that must be told (the worker)
-    note: str | None = None  # set by a backend that gave less than asked (out of memory)
+    cancel: Cancel = field(default_factory=Cancel)  # handed to the backend
     fell_back: bool = False  # answered by the local fallback: not cached under the remote's key
-
-    async def cancel(self) -> None:
-        self.cancelled.set()
-        if self.stop is not None:
-            await self.stop()
 
 
 @dataclass
@@ -70,7 +62,7 @@ class State:
     exact: ExactCache = field(default_factory=lambda: ExactCache(DEFAULTS.cache_entries, DEFAULTS.cache_ttl_s))
     typed: TypedThrough = field(default_factory=TypedThrough)
     inflight: dict[str, Inflight] = field(default_factory=dict)
-    backend: object | None = None  # LocalBackend | VllmBackend
+    backend: Backend | None = None  # LocalBackend | VllmBackend
     fallback: LocalBackend | None = None  # the local worker, when a remote one is down (remoteFallback)
     status: Status = field(default_factory=Status)
     encoding: str = "utf-16"
@@ -126,7 +118,7 @@ def take_inflight(state: State, uri: str) -> Inflight | None:
     awaits its `cancel()`, which also stops the backend's work."""
     current = state.inflight.pop(uri, None)
     if current is not None:
-        current.cancelled.set()
+        current.cancel.set()
     return current
 
 
@@ -150,17 +142,17 @@ async def suggest(state: State, uri: str, line: int, character: int, *, automati
     previous = state.inflight.get(uri)
     state.inflight[uri] = me  # registered before any await, so a newer request always finds it
     if previous is not None:
-        await previous.cancel()
+        await previous.cancel.cancel()
     try:
         if automatic and state.options.debounce_ms:
             try:
-                await asyncio.wait_for(me.cancelled.wait(), state.options.debounce_ms / 1e3)
+                await asyncio.wait_for(me.cancel.wait(), state.options.debounce_ms / 1e3)
                 return None  # superseded while waiting
             except asyncio.TimeoutError:
                 pass
         return await _suggest(state, doc, me, line, character, automatic, warn)
     except asyncio.CancelledError:  # the client's $/cancelRequest: stop the worker too
-        await asyncio.shield(me.cancel())
+        await asyncio.shield(me.cancel.cancel())
         raise
     finally:
         if state.inflight.get(uri) is me:
@@ -183,9 +175,8 @@ async def _suggest(state: State, doc: TextDocument, me: Inflight, line: int, cha
     rests = state.typed.continue_(doc.uri, before, after)
     if rests is not None:
         state.status.cache_hits += 1
-        hole = classify(Document(text, lang), offset)  # for the replace range; no windows needed
-        completion = Completion(hole, [Candidate(r, 1.0, 0) for r in rests], offset, offset)
-        return _shape(state, doc.uri, text, lang.name, offset, completion, "typed-through", remember=False)
+        end, texts = replace_range(text, offset, rests)
+        return Suggestions(text, lang.name, offset, end, texts, "typed-through")
 
     backend = state.backend_or_none(warn)
     if backend is None:
@@ -198,22 +189,22 @@ async def _suggest(state: State, doc: TextDocument, me: Inflight, line: int, cha
     cached = state.exact.get(key)
     if cached is not None:
         state.status.cache_hits += 1
-        return _shape(state, doc.uri, text, lang.name, offset, finish(prep, cached), "exact")
+        return _shown(state, doc.uri, text, lang.name, finish(prep, cached), "exact")
 
     result = await _run(state, backend, prep, n, me, warn)
-    if result is None or me.cancelled.is_set() or doc.version != version:
+    if result is None or me.cancel.is_set() or doc.version != version:
         return None
     if not me.fell_back:
         state.exact.put(key, result)
     completion = finish(prep, result)
     state.status.last_latency_ms = round((time.perf_counter() - prep.started) * 1e3, 1)
     state.status.served += 1
-    return _shape(state, doc.uri, text, lang.name, offset, completion, None)
+    return _shown(state, doc.uri, text, lang.name, completion, None)
 
 
-async def _run(state: State, backend, prep: Prepared, n: int, me: Inflight, warn) -> InfillResult | None:
+async def _run(state: State, backend: Backend, prep: Prepared, n: int, me: Inflight, warn) -> InfillResult | None:
     try:
-        result = await backend.infill(prep, n, me)
+        result = await backend.infill(prep.call(n), me.cancel)
     except BackendUnavailable as e:
         state.status.state, state.status.message = "unavailable", str(e)
         if backend.kind == "local" or not state.options.remote_fallback:
@@ -229,9 +220,9 @@ async def _run(state: State, backend, prep: Prepared, n: int, me: Inflight, warn
         return None
     if state.status.state != "ready":  # first answer, or the first from a restarted worker
         await backend.refresh(state.status)
-    if me.note:  # out of memory, the worker gave less than asked
-        warn(f"worker {me.note}")
-    state.status.message = me.note  # the last request's news: None when all went well
+    if result is not None and result.note:  # out of memory, the worker gave less than asked
+        warn(f"worker {result.note}")
+    state.status.message = None if result is None else result.note  # the last request's news
     return result
 
 
@@ -244,25 +235,18 @@ def _said(backend, error: BackendError) -> str:
 async def _run_fallback(state: State, prep: Prepared, n: int, me: Inflight, warn) -> InfillResult | None:
     me.fell_back = True
     try:
-        return await state.get_fallback().infill(prep, n, me)
+        return await state.get_fallback().infill(prep.call(n), me.cancel)
     except BackendError as e:  # NoModel included
         warn(f"no suggestion from the local fallback either: {e}")
         return None
 
 
-def _shape(state: State, uri: str, text: str, language: str, offset: int, completion: Completion,
-           source: str | None, *, remember: bool = True) -> Suggestions:
-    """Items replace the auto-closed characters right of the cursor on a line hole, so the
-    editor shows `foo(x)` over `foo(|)` without a doubled parenthesis."""
-    hole = completion.hole
-    end = offset
-    texts = [s.text for s in completion.suggestions]
-    if hole.kind != NONE and "\n" not in "".join(texts) and hole.rest_of_line.strip():
-        end = offset + len(hole.rest_of_line)
-        texts = [t + hole.rest_of_line for t in texts]
-    if remember:
-        state.typed.remember(uri, text[:offset], text[offset:], [s.text for s in completion.suggestions])
-    return Suggestions(text, language, offset, end, texts, source)
+def _shown(state: State, uri: str, text: str, language: str, completion: Completion,
+           source: str | None) -> Suggestions:
+    """The items, remembered for typing through them."""
+    offset = completion.start
+    state.typed.remember(uri, text[:offset], text[offset:], [s.text for s in completion.suggestions])
+    return Suggestions(text, language, offset, completion.end, completion.texts, source)
 
 
 def _display_path(uri: str) -> str:

@@ -29,24 +29,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import runtime, wire
+from .model.api import InfillCall
 from .model.config import PROMPT_CACHE_MIB  # no torch there
+from .model.messages import MessageError, decode_call, encode_result
 
 log = logging.getLogger("dgls.worker")
 
-MAX_CANDIDATES = 16
 MAX_BATCH_CANVASES = 32  # queued requests are batched up to this many canvases per denoising step
 FAILED_LINGER_S = 5.0  # a worker whose model failed to load answers that briefly, then exits
-
-
-class BadRequest(ValueError):
-    pass
 
 
 @dataclass
 class Job:
     conn: int
     id: int
-    params: dict
+    call: InfillCall
     cancel: threading.Event = field(default_factory=threading.Event)
     reply: asyncio.Future | None = None
 
@@ -71,32 +68,6 @@ def free_memory() -> None:
 
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-
-
-def _field(params: dict, name: str, kind, *, default=None, low=None, high=None):
-    value = params.get(name, default)
-    if value is None and default is None and kind is not str:
-        return None
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if not isinstance(value, kind) or isinstance(value, bool):
-        raise BadRequest(f"{name} must be {kind.__name__}")
-    if low is not None and value < low or high is not None and value > high:
-        raise BadRequest(f"{name}={value} is out of range [{low}, {high}]")
-    return value
-
-
-def parse_infill(params: dict) -> dict:
-    return {
-        "prefix": _field(params, "prefix", str, default=""),
-        "suffix": _field(params, "suffix", str, default=""),
-        "language": _field(params, "language", str, default=""),
-        "path": _field(params, "path", str, default=""),
-        "n": _field(params, "n", int, default=1, low=1, high=MAX_CANDIDATES),
-        "canvas_length": _field(params, "canvas_length", int, low=1, high=4096),
-        "budget_ms": _field(params, "budget_ms", float, low=0.0),
-        "seed": _field(params, "seed", int),
-    }
 
 
 class Worker:
@@ -318,14 +289,14 @@ class Worker:
             await send({"id": rid, "ok": True, "result": {"cancelled": job is not None}})
         elif op == "infill":
             try:
-                params = parse_infill(message)
-            except BadRequest as e:
+                call = decode_call(message)
+            except MessageError as e:
                 await send({"id": rid, "ok": False, "error": f"bad infill request: {e}"})
                 return
             if (conn, rid) in self.jobs:
                 await send({"id": rid, "ok": False, "error": f"request id {rid} is already running"})
                 return
-            job = Job(conn, rid, params)
+            job = Job(conn, rid, call)
             self.jobs[(conn, rid)] = job
             asyncio.create_task(self._answer(job, send))
         else:
@@ -366,42 +337,36 @@ class Worker:
     def _companions(self, first: Job) -> list[Job]:
         """Queued requests that can share `first`'s denoising steps: same canvas length, no
         seed (a seeded request runs alone, so its result depends on its seed only)."""
-        if first.params["seed"] is not None:
+        if first.call.seed is not None:
             return []
-        chosen, canvases = [], first.params["n"]
+        chosen, canvases = [], first.call.n
         for job in list(self.pending):
-            p = job.params
-            if (p["seed"] is None and p["canvas_length"] == first.params["canvas_length"]
-                    and not job.cancel.is_set() and canvases + p["n"] <= MAX_BATCH_CANVASES):
+            c = job.call
+            if (c.seed is None and c.canvas_length == first.call.canvas_length
+                    and not job.cancel.is_set() and canvases + c.n <= MAX_BATCH_CANVASES):
                 self.pending.remove(job)
                 chosen.append(job)
-                canvases += p["n"]
+                canvases += c.n
         return chosen
 
     def _infer(self, batch: list[Job]) -> list[dict]:
-        from .model.api import InfillRequest
         from .model.engine import BatchItem, EngineError
 
-        def request(job: Job) -> InfillRequest:
-            p = job.params
-            return InfillRequest(p["prefix"], p["suffix"], language=p["language"], path=p["path"])
-
         t0 = time.perf_counter()
-        degraded: dict[int, str] = {}
         try:
             if len(batch) == 1:
                 (job,) = batch
-                results = [self._infer_one(job, request(job), degraded)]
+                results = [self._infer_one(job)]
             else:
-                items = [BatchItem(request(j), j.params["n"], j.params["budget_ms"], j.cancel.is_set) for j in batch]
+                items = [BatchItem(j.call.request, j.call.n, j.call.budget_ms, j.cancel.is_set) for j in batch]
                 try:
-                    results = self.engine.infill_many(items, canvas_length=batch[0].params["canvas_length"])
+                    results = self.engine.infill_many(items, canvas_length=batch[0].call.canvas_length)
                 except Exception as e:  # noqa: BLE001 - only out-of-memory is retried
                     if not out_of_memory(e):
                         raise
                     free_memory()
                     log.warning("out of memory for a batch of %d requests; running them one by one", len(batch))
-                    results = [self._infer_one(j, request(j), degraded) for j in batch]
+                    results = [self._infer_one(j) for j in batch]
         except EngineError as e:
             return [{"id": j.id, "ok": False, "error": str(e)} for j in batch]
         except Exception as e:  # noqa: BLE001 - out of memory even at the smallest size
@@ -417,19 +382,18 @@ class Worker:
         self.largest_batch = max(self.largest_batch, len(batch))
         self.last_latency_ms = (time.perf_counter() - t0) * 1e3
         self.cancelled += sum(j.cancel.is_set() for j in batch)
-        return [{"id": j.id, "ok": True, "result": dataclasses.asdict(r), "cancelled": j.cancel.is_set(),
-                 **({"degraded": degraded[j.id]} if j.id in degraded else {})}
+        return [{"id": j.id, "ok": True, "result": encode_result(r), "cancelled": j.cancel.is_set()}
                 for j, r in zip(batch, results)]
 
-    def _infer_one(self, job: Job, req, degraded: dict[int, str]):
+    def _infer_one(self, job: Job):
         """One request; out of memory, retried with half the candidates down to one, then
-        half the canvas down to MIN_OOM_CANVAS tokens (the reply says what it got)."""
-        p = job.params
-        n, length = p["n"], p["canvas_length"] or self.engine.cfg.canvas_length
+        half the canvas down to MIN_OOM_CANVAS tokens (the result's note says what it got)."""
+        c = job.call
+        n, length = c.n, c.canvas_length or self.engine.cfg.canvas_length
         asked = (n, length)
         while True:
             try:
-                result = self.engine.infill(req, n=n, canvas_length=length, seed=p["seed"], budget_ms=p["budget_ms"],
+                result = self.engine.infill(c.request, n=n, canvas_length=length, seed=c.seed, budget_ms=c.budget_ms,
                                             on_step=lambda _: job.cancel.is_set())
             except Exception as e:  # noqa: BLE001 - only out-of-memory is retried
                 if not out_of_memory(e) or job.cancel.is_set() or (n == 1 and length <= MIN_OOM_CANVAS):
@@ -439,7 +403,8 @@ class Worker:
                 log.warning("out of memory; retrying with %d candidates of %d tokens", n, length)
                 continue
             if (n, length) != asked:
-                degraded[job.id] = f"out of memory: gave {n} of {asked[0]} candidates, canvas {length} of {asked[1]} tokens"
+                note = f"out of memory: gave {n} of {asked[0]} candidates, canvas {length} of {asked[1]} tokens"
+                return dataclasses.replace(result, note=note)
             return result
 
     # --- status

@@ -22,7 +22,8 @@ from pathlib import Path
 
 from . import runtime, wire
 from .model.config import PROMPT_CACHE_MIB
-from .model.api import InfillCandidate, InfillRequest, InfillResult
+from .model.api import InfillCall, InfillResult
+from .model.messages import MessageError, decode_result, encode_call
 
 log = logging.getLogger(__name__)
 
@@ -58,12 +59,6 @@ class WorkerSpec:
     @property
     def log_file(self) -> Path:
         return self.socket.with_suffix(".log")
-
-
-def result_from_wire(data: dict) -> InfillResult:
-    fields = dict(data)
-    fields["candidates"] = [InfillCandidate(**c) for c in data["candidates"]]
-    return InfillResult(**fields)
 
 
 class WorkerClient:
@@ -186,10 +181,9 @@ class WorkerClient:
                 _, reply = await asyncio.wait_for(self.send("cancel", target=rid), CANCEL_SEND_S)
                 reply.add_done_callback(lambda f: f.cancelled() or f.exception())  # nobody awaits it
 
-    async def infill(self, req: InfillRequest, *, n: int, canvas_length: int, budget_ms: float | None,
-                     seed: int | None) -> tuple[int, asyncio.Future]:
-        return await self.send("infill", prefix=req.prefix, suffix=req.suffix, language=req.language,
-                               path=req.path, n=n, canvas_length=canvas_length, budget_ms=budget_ms, seed=seed)
+    async def infill(self, call: InfillCall) -> tuple[int, asyncio.Future]:
+        """Send an infill request; its reply's future gives `infill_result`'s input."""
+        return await self.send("infill", **encode_call(call))
 
     async def close(self) -> None:
         if self._writer is not None:
@@ -205,6 +199,18 @@ def unwrap(reply: dict) -> dict | None:
     if reply.get("cancelled"):
         return None
     return reply.get("result")
+
+
+def infill_result(reply: dict) -> InfillResult | None:
+    """An infill reply's result, None when the request was cancelled; WorkerError when it
+    failed or came in another shape (a worker of another dgls version)."""
+    data = unwrap(reply)
+    if data is None:
+        return None
+    try:
+        return decode_result(data)
+    except MessageError as e:
+        raise WorkerError(f"unexpected reply from the worker ({e})") from None
 
 
 def _answers(sock: Path) -> bool:

@@ -38,3 +38,16 @@ class InfillResult:
     denoise_ms: float
     stop_reason: str  # "converged" | "max_steps" | "callback" (cancelled or out of budget)
     reused_tokens: int = 0  # prompt tokens whose encoding came from an earlier request's
+    note: str | None = None  # less than asked was given (out of memory: fewer candidates, a shorter canvas)
+
+
+@dataclass(frozen=True)
+class InfillCall:
+    """One request to a backend: the prompt's text and how to run it."""
+
+    request: InfillRequest
+    n: int = 1  # candidates
+    canvas_length: int | None = None  # tokens; None: the model's own
+    budget_ms: float | None = None  # None: no clock; the step limit ends the canvas
+    seed: int | None = None  # a seeded request answers the same every time
+    hole: str = ""  # "line" | "block": for settings that depend on it (a vLLM server's step limit)

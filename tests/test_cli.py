@@ -256,17 +256,20 @@ def test_complete_refuses_huge_files(tmp_path, random_checkpoint):
 
 
 def test_complete_uses_a_running_worker(fixed_checkpoint, tmp_path):
-    """With a worker serving the model, the CLI asks it instead of loading the model itself."""
+    """With a worker serving the model, the CLI asks it instead of loading the model itself,
+    finding the worker the editor's settings started (same config file: its dtype too)."""
     import asyncio
 
     from dgls.worker_client import WorkerClient, WorkerSpec
 
     runtime = tmp_path / "rt"
-    env = {"DGLS_RUNTIME_DIR": str(runtime)}
+    config = write(tmp_path, "config.toml", 'dtype = "float32"\n')
+    env = {"DGLS_RUNTIME_DIR": str(runtime), "DGLS_CONFIG": str(config)}
+    spec = WorkerSpec(str(fixed_checkpoint), dtype="float32", idle_timeout=60)
     os.environ.update(env)
     try:
         async def start_worker():
-            client = WorkerClient(WorkerSpec(str(fixed_checkpoint), idle_timeout=60))
+            client = WorkerClient(spec)
             while (await client.request("health"))["state"] == "loading":
                 await asyncio.sleep(0.05)
             await client.close()  # the worker stays up until idle
@@ -280,7 +283,7 @@ def test_complete_uses_a_running_worker(fixed_checkpoint, tmp_path):
                               "n=40 is out of range")
 
         async def served():
-            c = WorkerClient(WorkerSpec(str(fixed_checkpoint)), spawn=False)
+            c = WorkerClient(spec, spawn=False)
             health = await c.request("health")
             await c.close()
             return health

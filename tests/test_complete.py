@@ -1,9 +1,14 @@
 """The completion path in-process with a real (random-weight) engine."""
 
+import asyncio
+
 import pytest
 
-from dgls.complete import complete
+from dgls.backends.engine import EngineBackend
+from dgls.complete import complete as complete_async
+from dgls.complete import replace_range
 from dgls.languages import by_name
+from dgls.model.api import InfillCall, InfillRequest
 from dgls.model.engine import Engine
 
 from .cursor import at
@@ -11,7 +16,11 @@ from .cursor import at
 
 @pytest.fixture(scope="module")
 def engine(random_checkpoint):
-    return Engine.load(random_checkpoint, device="cpu")
+    return EngineBackend(Engine.load(random_checkpoint, device="cpu"))
+
+
+def complete(backend, *args, **kwargs):
+    return asyncio.run(complete_async(backend, *args, **kwargs))
 
 
 def test_suggestions_are_post_processed_and_valid(engine):
@@ -46,3 +55,32 @@ def test_prompt_window_respects_the_token_budget(engine):
     result = complete(engine, text, offset, by_name("python"), n=1, seed=0,
                       options=Options(prefix_tokens=64, suffix_tokens=16))
     assert result.prompt_tokens <= 64 + 16 + 10  # plus the FIM markers and header
+
+
+def test_one_line_items_replace_the_auto_closed_characters():
+    text, offset = at("print(f(█))\n")
+    assert replace_range(text, offset, ["x", "y, 2"]) == (offset + 2, ["x))", "y, 2))"])
+    # a multi-line middle goes in at the cursor; nothing but spaces right of it is left alone
+    assert replace_range(text, offset, ["x\n    y"]) == (offset, ["x\n    y"])
+    spaces, at_spaces = at("x = █  \n")
+    assert replace_range(spaces, at_spaces, ["1"]) == (at_spaces, ["1"])
+
+
+def test_completion_items_carry_their_final_text_and_range(engine):
+    text, offset = at("def f(a, b):\n    return max(█)\n")
+    result = complete(engine, text, offset, by_name("python"), n=4, seed=0, budget_ms=10_000, mode="line")
+    assert result.start == offset
+    if result.suggestions:  # random weights: the post-processing may keep none
+        assert result.end == offset + 1
+        assert result.texts == [s.text + ")" for s in result.suggestions]
+
+
+def test_a_cancelled_request_stops_at_the_first_step_and_answers_nothing(engine):
+    from dgls.backends.base import Cancel
+
+    async def run():
+        cancel = Cancel()
+        await cancel.cancel()  # e.g. superseded while its prompt was being built
+        return await engine.infill(InfillCall(InfillRequest("def f(a, b):\n    ", "\n"), n=1, seed=0), cancel)
+
+    assert asyncio.run(run()) is None

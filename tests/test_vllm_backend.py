@@ -9,13 +9,13 @@ import dataclasses
 import json
 import socket
 import time
-import types
 import urllib.error
 import urllib.request
 
 import pytest
 
 from dgls.backends import BackendError, BackendUnavailable, NoModel
+from dgls.backends.base import Cancel
 from dgls.backends.vllm import VllmBackend
 from dgls.complete import prepare
 from dgls.languages import BY_NAME
@@ -23,6 +23,7 @@ from dgls.model.api import InfillRequest
 from dgls.model.prompt import build_prompt, prompt_text
 from dgls.model.tokenizer import Tokenizer
 from dgls.options import DEFAULTS
+from dgls.service import Status
 
 from .support.fixed_model import CANVAS, answer_of
 
@@ -38,10 +39,6 @@ def hole(backend, text="def f(value):\n    return \n", offset=None, opts=None):
     offset = len("def f(value):\n    return ") if offset is None else offset
     return prepare(text, offset, BY_NAME["python"], backend.count_tokens, path="/project/app.py",
                    options=opts or backend.options)
-
-
-def inflight():
-    return types.SimpleNamespace(cancelled=asyncio.Event(), stop=None)
 
 
 def post(url, body, headers=None):
@@ -127,7 +124,7 @@ async def test_real_completions_come_back_whole_and_candidates_are_n(contract, f
         backend = VllmBackend(options(contract.url, tokenizer, remote_prompt="fim"))
         try:
             prep = hole(backend)
-            result = await backend.infill(prep, 2, inflight())
+            result = await backend.infill(prep.call(2), Cancel())
         finally:
             await backend.close()
         assert len(result.candidates) == 2 and all(c.text.startswith(answer) for c in result.candidates)
@@ -140,8 +137,8 @@ async def test_connections_are_kept_alive(contract, fixed_checkpoint):
     backend = VllmBackend(options(contract.url, fixed_checkpoint))
     try:
         for _ in range(3):
-            assert await backend.infill(hole(backend), 1, inflight())
-        await backend.refresh(types.SimpleNamespace(state=None, message=None, model=None))
+            assert await backend.infill(hole(backend).call(1), Cancel())
+        await backend.refresh(Status())
     finally:
         await backend.close()
     assert len(contract.peers) == 1  # one TCP connection for five requests
@@ -150,12 +147,12 @@ async def test_connections_are_kept_alive(contract, fixed_checkpoint):
 async def test_cancel_closes_the_request_and_the_server_aborts(contract, fixed_checkpoint):
     contract.delay_s = 5.0
     backend = VllmBackend(options(contract.url, fixed_checkpoint))
-    me = inflight()
+    me = Cancel()
     try:
-        task = asyncio.ensure_future(backend.infill(hole(backend), 1, me))
+        task = asyncio.ensure_future(backend.infill(hole(backend).call(1), me))
         await asyncio.sleep(0.5)
         started = time.monotonic()
-        me.cancelled.set()
+        await me.cancel()
         assert await asyncio.wait_for(task, 2) is None
         assert time.monotonic() - started < 1
     finally:
@@ -170,7 +167,7 @@ async def test_an_exhausted_budget_closes_the_request(contract, fixed_checkpoint
     started = time.monotonic()
     try:
         with pytest.raises(BackendError, match="within the 300 ms budget of a line hole.*come back whole"):
-            await backend.infill(hole(backend), 1, inflight())
+            await backend.infill(hole(backend).call(1), Cancel())
     finally:
         await backend.close()
     assert time.monotonic() - started < 2
@@ -210,7 +207,7 @@ async def test_each_failure_is_one_clear_line(case, contract, fixed_checkpoint, 
     started = time.monotonic()
     try:
         with pytest.raises(BackendError) as raised:
-            await backend.infill(hole(backend), 1, inflight())
+            await backend.infill(hole(backend).call(1), Cancel())
     finally:
         await backend.close()
     message = str(raised.value)
@@ -225,7 +222,7 @@ async def test_each_failure_is_one_clear_line(case, contract, fixed_checkpoint, 
 
 async def test_status_asks_health_and_models(contract, fixed_checkpoint):
     backend = VllmBackend(options(contract.url, fixed_checkpoint, remote_model=None))
-    status = types.SimpleNamespace(state=None, message=None, model=None)
+    status = Status()
     try:
         await backend.refresh(status)
         assert (status.state, status.model) == ("ready", "dgls-test")

@@ -15,8 +15,8 @@ import msgpack
 import pytest
 
 from dgls import runtime
-from dgls.model.api import InfillRequest
-from dgls.worker_client import WorkerClient, WorkerError, WorkerSpec, WorkerUnavailable, result_from_wire, unwrap
+from dgls.model.api import InfillCall, InfillRequest
+from dgls.worker_client import WorkerClient, WorkerError, WorkerSpec, WorkerUnavailable, infill_result, unwrap
 
 
 @pytest.fixture
@@ -67,8 +67,8 @@ def test_runtime_dir_open_to_others_is_refused(tmp_path, monkeypatch):
 
 
 async def test_infill_health_and_info(client, random_checkpoint):
-    rid, reply = await client.infill(InfillRequest("x = ", "\n"), n=2, canvas_length=8, budget_ms=None, seed=1)
-    result = result_from_wire(unwrap(await reply))
+    rid, reply = await client.infill(InfillCall(InfillRequest("x = ", "\n"), n=2, canvas_length=8, budget_ms=None, seed=1))
+    result = infill_result(await reply)
     assert len(result.candidates) == 2 and result.canvas_length == 8
     info = await client.request("info")
     assert info["path"] == str(random_checkpoint) and info["family"] == "fim" and info["device"] == "cpu"
@@ -81,10 +81,10 @@ async def test_the_next_keystroke_reuses_the_prompt_encoding(client):
     """The worker keeps recent prompts' encodings: a request whose prompt extends the last
     one's encodes only the new tokens, and says so in its result and in `info`."""
     prefix = "def area(width, height):\n    return wid"
-    first = result_from_wire(unwrap(await (await client.infill(
-        InfillRequest(prefix, "\n"), n=1, canvas_length=8, budget_ms=None, seed=1))[1]))
-    typed = result_from_wire(unwrap(await (await client.infill(
-        InfillRequest(prefix + "th", "\n"), n=1, canvas_length=8, budget_ms=None, seed=1))[1]))
+    first = infill_result((await (await client.infill(InfillCall(
+        InfillRequest(prefix, "\n"), n=1, canvas_length=8, budget_ms=None, seed=1)))[1]))
+    typed = infill_result((await (await client.infill(InfillCall(
+        InfillRequest(prefix + "th", "\n"), n=1, canvas_length=8, budget_ms=None, seed=1)))[1]))
     assert first.reused_tokens == 0  # the warm-up's prompt is not this one
     assert 0 < typed.reused_tokens and typed.prompt_tokens - typed.reused_tokens <= 6  # the last word, the suffix
     store = (await client.request("info"))["prompt_cache"]
@@ -95,7 +95,7 @@ async def test_the_next_keystroke_reuses_the_prompt_encoding(client):
 
 async def test_cancel_stops_a_running_request(client):
     await client.request("health")
-    rid, reply = await client.infill(InfillRequest("x", ""), n=4, canvas_length=512, budget_ms=None, seed=0)
+    rid, reply = await client.infill(InfillCall(InfillRequest("x", ""), n=4, canvas_length=512, budget_ms=None, seed=0))
     await asyncio.sleep(0.3)
     await client.cancel(rid)
     started = time.monotonic()
@@ -164,7 +164,7 @@ async def test_a_model_that_fails_to_load_is_reported(rt, tmp_path):
         await asyncio.sleep(0.05)
     assert health["state"] == "failed" and "unsupported model_type None" in health["error"]
     with pytest.raises(WorkerError, match="unsupported model_type"):
-        _, reply = await client.infill(InfillRequest("x", ""), n=1, canvas_length=4, budget_ms=None, seed=0)
+        _, reply = await client.infill(InfillCall(InfillRequest("x", ""), n=1, canvas_length=4, budget_ms=None, seed=0))
         unwrap(await reply)
     await client.close()
 
@@ -174,9 +174,9 @@ async def test_requests_queued_while_busy_share_denoising_steps(client):
     (fewer batches than requests), and every request gets its own answer."""
     while (await client.request("health"))["state"] == "loading":
         await asyncio.sleep(0.05)
-    sent = [await client.infill(InfillRequest(f"v{i} = ", "\n"), n=2, canvas_length=64, budget_ms=None, seed=None)
+    sent = [await client.infill(InfillCall(InfillRequest(f"v{i} = ", "\n"), n=2, canvas_length=64, budget_ms=None, seed=None))
             for i in range(3)]
-    results = [result_from_wire(unwrap(await reply)) for _, reply in sent]
+    results = [infill_result(await reply) for _, reply in sent]
     assert [len(r.candidates) for r in results] == [2, 2, 2]
     health = await client.request("health")
     assert health["served"] == 3 and health["largest_batch"] >= 2 and health["batches"] < 3
@@ -184,7 +184,7 @@ async def test_requests_queued_while_busy_share_denoising_steps(client):
 
 async def test_seeded_requests_are_not_batched(client):
     await client.request("health")
-    sent = [await client.infill(InfillRequest("x", ""), n=1, canvas_length=64, budget_ms=None, seed=i) for i in range(3)]
+    sent = [await client.infill(InfillCall(InfillRequest("x", ""), n=1, canvas_length=64, budget_ms=None, seed=i)) for i in range(3)]
     for _, reply in sent:
         unwrap(await reply)
     assert (await client.request("health"))["largest_batch"] == 1

@@ -7,10 +7,10 @@ import contextlib
 import time
 from pathlib import Path
 
-from ..model.api import InfillResult
+from ..model.api import InfillCall, InfillResult
 from ..options import NO_MODEL_HINT, Options, model_path
-from ..worker_client import WorkerClient, WorkerError, WorkerSpec, WorkerUnavailable, result_from_wire, unwrap
-from .base import BackendError, BackendUnavailable, NoModel, read_tokenizer
+from ..worker_client import WorkerClient, WorkerError, WorkerSpec, WorkerUnavailable, infill_result
+from .base import BackendError, BackendUnavailable, Cancel, NoModel, read_tokenizer
 
 
 class LocalBackend:
@@ -19,14 +19,15 @@ class LocalBackend:
 
     kind = "local"
 
-    def __init__(self, options: Options):
+    def __init__(self, options: Options, *, spawn: bool = True):
+        """`spawn` False: only a worker already running serves (the CLI then runs the model itself)."""
         spec = self.spec_for(options)
         if spec is None:
             raise NoModel(f"no model configured: {NO_MODEL_HINT}")
         self.options = options
         self.model = spec.model
         self.spec = spec
-        self.client = WorkerClient(self.spec)
+        self.client = WorkerClient(self.spec, spawn=spawn)
         self._tokenizer, _ = read_tokenizer(spec.model, "model")
 
     @staticmethod
@@ -42,27 +43,17 @@ class LocalBackend:
     def count_tokens(self, text: str) -> int:
         return len(self._tokenizer.encode(text))
 
-    async def infill(self, prep, n: int, inflight) -> InfillResult | None:
-        """n candidates for a prepared request; None when `inflight` is cancelled (the worker
-        stops at its next denoising step). A budget that runs out keeps the best canvas so far."""
+    async def infill(self, call: InfillCall, cancel: Cancel) -> InfillResult | None:
+        """The worker stops at its next denoising step when `cancel` is set."""
         grace = self.options.worker_grace_ms / 1e3
         try:
             try:  # a worker that stopped reading fills the socket buffer: sending waits too
-                rid, reply = await asyncio.wait_for(
-                    self.client.infill(prep.request, n=n, canvas_length=prep.canvas_length,
-                                       budget_ms=prep.budget_ms, seed=None), grace)
+                rid, reply = await asyncio.wait_for(self.client.infill(call), grace)
             except asyncio.TimeoutError:
                 await self.client.close()
                 raise WorkerUnavailable(f"the worker did not take the request within {grace:g} s") from None
-            inflight.stop = lambda: self.client.cancel(rid)
-            if inflight.cancelled.is_set():  # superseded while the request was being sent
-                await self.client.cancel(rid)
-            raw = await self._reply_within(rid, reply, prep.budget_ms)
-            inflight.note = raw.get("degraded")
-            data = unwrap(raw)
-            return None if data is None else result_from_wire(data)
-        except TypeError as e:  # a reply of another shape (a worker of another dgls version)
-            raise BackendError(f"unexpected reply from the worker ({e})") from None
+            cancel.on_cancel(lambda: self.client.cancel(rid))
+            return infill_result(await self._reply_within(rid, reply, call.budget_ms))
         except WorkerUnavailable as e:
             raise BackendUnavailable(str(e)) from None
         except WorkerError as e:

@@ -34,9 +34,9 @@ import math
 import os
 import time
 
-from ..model.api import InfillCandidate, InfillRequest, InfillResult
+from ..model.api import InfillCall, InfillCandidate, InfillRequest, InfillResult
 from ..options import Options
-from .base import BackendError, BackendUnavailable, NoModel, read_tokenizer
+from .base import BackendError, BackendUnavailable, Cancel, NoModel, read_tokenizer
 
 VLLM_VERSION = "0.33"  # the vLLM release this request mapping was taken from
 CHARS_PER_TOKEN = 3.0  # window estimate without a local tokenizer (code runs ~3-4 characters per token)
@@ -172,30 +172,32 @@ class VllmBackend:
             self.model = served[0]
         return self.model
 
-    async def infill(self, prep, n: int, inflight) -> InfillResult | None:
-        """n whole canvases, or None when `inflight` is cancelled first. Cancellation and the
-        end of the budget close the HTTP request at once (vLLM aborts on the disconnect)."""
+    async def infill(self, call: InfillCall, cancel: Cancel) -> InfillResult | None:
+        """n whole canvases, or None when `cancel` is set first. Cancellation and the end of
+        the budget close the HTTP request at once (vLLM aborts on the disconnect)."""
+        if call.seed is not None:
+            raise BackendError("seeds cannot be used with the vllm backend: vLLM refuses seeds for diffusion models")
         await self._model()
-        hole_kind = prep.hole.kind
-        body = self.body(prep.request, n=n, canvas_length=prep.canvas_length,
-                         max_steps=self.options.remote_steps_for(hole_kind))
+        kind = call.hole or "line"
+        body = self.body(call.request, n=call.n, canvas_length=call.canvas_length or self.options.canvas_for(kind),
+                         max_steps=self.options.remote_steps_for(kind))
         started = time.perf_counter()
-        call = asyncio.ensure_future(self._call("POST", "/v1/completions", json_body=body, read=None))
-        stop = asyncio.ensure_future(inflight.cancelled.wait())
+        post = asyncio.ensure_future(self._call("POST", "/v1/completions", json_body=body, read=None))
+        stop = asyncio.ensure_future(cancel.wait())
+        budget = None if call.budget_ms is None else call.budget_ms / 1e3
         try:
-            done, _ = await asyncio.wait({call, stop}, timeout=prep.budget_ms / 1e3,
-                                         return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait({post, stop}, timeout=budget, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in (call, stop):
+            for task in (post, stop):
                 if not task.done():
                     task.cancel()  # for the call: its connection is closed, not pooled
-        if call in done:
-            return parse_completion(call.result(), self._prompt_setup()[1], body, (time.perf_counter() - started) * 1e3,
+        if post in done:
+            return parse_completion(post.result(), self._prompt_setup()[1], body, (time.perf_counter() - started) * 1e3,
                                     self.url)
         if stop in done:
             return None
-        raise BackendError(f"no answer from the vLLM server within the {prep.budget_ms:g} ms budget of a {hole_kind} "
-                           f"hole ({WHOLE_CANVAS_NOTE}; raise {hole_kind}BudgetMs)")
+        raise BackendError(f"no answer from the vLLM server within the {call.budget_ms:g} ms budget of a {kind} "
+                           f"hole ({WHOLE_CANVAS_NOTE}; raise {kind}BudgetMs)")
 
     async def refresh(self, status) -> None:
         """`GET /health` and `GET /v1/models` into `status`."""
