@@ -60,9 +60,9 @@ PY = "class Greeter:\n    def me(self):\n        "
 EMOJI = 'x = f("漢字🎉",)\n'  # the cursor goes before `)`: UTF-16 columns past a surrogate pair
 TS = "function me(self: number): number {\n  "
 # The session's settings; dgls.model comes later, through the UI. code-server's window is a
-# remote one and its users' machine-scoped settings (dgls.server.command, dgls.model) go in
-# the remote ("Machine") settings: set live in the user settings.json, dgls.model did not
-# reach the server (this test, 2026-12-01; a follow-up for the extension).
+# remote one: machine-scoped settings (dgls.server.command, dgls.model) apply from the remote
+# ("Machine") settings. From the user settings.json VS Code drops them once that file changes
+# (the extension's inspect("model") came back with no value; tried 2026-12-01).
 MACHINE = {"dgls.server.command": dgls_command()}
 USER = {
     **{f"dgls.{key}": value for key, value in SETTINGS.items()},
