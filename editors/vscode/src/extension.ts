@@ -10,6 +10,7 @@ import {
   type ServerOptions,
 } from "vscode-languageclient/node";
 
+import { dglsOutput } from "./output";
 import { SECTION, serverSettings } from "./settings";
 import { type ServerStatus, statusView } from "./status";
 
@@ -22,6 +23,8 @@ let client: LanguageClient | undefined;
 let statusItem: vscode.StatusBarItem;
 let lastStatus: ServerStatus | undefined;
 let startError: string | undefined;
+// The "no model" notification is shown once per spell without a model, not on every status.
+let toldNoModel = false;
 
 function config(): vscode.WorkspaceConfiguration {
   return vscode.workspace.getConfiguration(SECTION);
@@ -38,6 +41,27 @@ function render(): void {
   statusItem.backgroundColor = view.problem ? new vscode.ThemeColor("statusBarItem.warningBackground") : undefined;
 }
 
+/** The server has no model: say so in a notification of the extension's own (the status
+ * bar alone is easy to miss, and the server's warning only reaches the log), with the
+ * setting one click away. */
+function tellNoModel(status: ServerStatus): void {
+  if (status.state === "ready") {
+    toldNoModel = false; // a model again: a later loss of it is news
+  }
+  if (status.state !== "no model" || toldNoModel) {
+    return;
+  }
+  toldNoModel = true;
+  const open = "Open Settings";
+  void vscode.window
+    .showWarningMessage("dgls has no model configured: set dgls.model to a checkpoint directory.", open)
+    .then(async (choice) => {
+      if (choice === open) {
+        await vscode.commands.executeCommand("workbench.action.openSettings", "dgls.model");
+      }
+    });
+}
+
 async function start(output: vscode.LogOutputChannel): Promise<void> {
   const command = config().get<string>("server.command", "dgls");
   const serverOptions: ServerOptions = { command, args: ["serve"] };
@@ -46,13 +70,16 @@ async function start(output: vscode.LogOutputChannel): Promise<void> {
       { scheme: "file", language },
       { scheme: "untitled", language },
     ]),
-    initializationOptions: serverSettings((key) => config().inspect(key)),
+    // A function, read at each (re)start: after a crash the client starts the server again
+    // with these, and they must be the settings of now, not of the first start.
+    initializationOptions: () => serverSettings((key) => config().inspect(key)),
     outputChannel: output,
   };
   const next = new LanguageClient("dgls", "dgls", serverOptions, clientOptions);
   next.onNotification(STATUS_NOTIFICATION, (status: ServerStatus) => {
     lastStatus = status;
     render();
+    tellNoModel(status);
   });
   startError = undefined;
   lastStatus = undefined;
@@ -84,10 +111,11 @@ async function refreshStatus(): Promise<void> {
   }
   lastStatus = (await client.sendRequest(ExecuteCommandRequest.type, { command: STATUS_COMMAND })) as ServerStatus;
   render();
+  tellNoModel(lastStatus);
 }
 
 export async function activate(context: vscode.ExtensionContext): Promise<void> {
-  const output = vscode.window.createOutputChannel("dgls", { log: true });
+  const output = dglsOutput(SECTION); // its level follows dgls.trace.server (src/output.ts)
   statusItem = vscode.window.createStatusBarItem("dgls.status", vscode.StatusBarAlignment.Right, 100);
   statusItem.name = "dgls";
   statusItem.command = "dgls.showStatus";
