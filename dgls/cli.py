@@ -4,6 +4,7 @@
     dgls infill --prefix TEXT [--suffix TEXT] [--model PATH] [--n N] [--json]
     dgls export-hf MODEL OUT [--dtype source|float32|bfloat16|float16] [--force]
     dgls status [--backend local|vllm] [--url URL] [--json]
+    dgls tune PATH [--base MODEL] [--minutes M] [--name NAME]  (dgls tune --help: all options)
 
 The editor-facing commands must start fast, so this module imports nothing heavy at the top:
 torch and the model load only inside the commands that run the model.
@@ -138,6 +139,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     serve(tcp=None if args.tcp is None else tcp_address(args.tcp))
     return 0
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from dgls.model.training.tune import main as tune  # heavy: torch and the training code
+
+    return tune(args.tune_args)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -333,7 +340,7 @@ def chosen_backend(options: Options):
 
 
 def add_model_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", help=f"checkpoint directory or local HF cache id (default: ${MODEL_ENV} or dgls-tiny)")
+    p.add_argument("--model", help=f"checkpoint directory, a `dgls tune` model name, or local HF cache id (default: ${MODEL_ENV} or dgls-tiny)")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--dtype", default=None, choices=DTYPES,
                    help=f"weight dtype (default: the config file's, else {DEFAULTS.dtype}: bf16 on CUDA, fp32 on CPU)")
@@ -382,7 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--force", action="store_true", help="OUT may hold files; replace the checkpoint files in it")
     exp.set_defaults(run=cmd_export_hf)
     status = sub.add_parser("status", help="the configured backend's state (the worker, or the vLLM server's health)")
-    status.add_argument("--model", help=f"checkpoint directory or local HF cache id (default: ${MODEL_ENV} or dgls-tiny)")
+    status.add_argument("--model", help=f"checkpoint directory, a `dgls tune` model name, or local HF cache id (default: ${MODEL_ENV} or dgls-tiny)")
     status.add_argument("--json", action="store_true", help="print the status as JSON")
     add_backend_options(status)
     status.set_defaults(run=cmd_status)
@@ -396,6 +403,10 @@ def build_parser() -> argparse.ArgumentParser:
                f"The model: the `model` setting, else ${MODEL_ENV}, else the shipped dgls-tiny.")
     serve.add_argument("--tcp", metavar="[HOST:]PORT", help="listen on TCP instead of stdio (host defaults to 127.0.0.1)")
     serve.set_defaults(run=cmd_serve)
+    tune = sub.add_parser("tune", help="adapt a model to the repository at PATH (LoRA, minutes on a CPU); "
+                          "dgls tune --help lists its options", add_help=False)
+    tune.add_argument("tune_args", nargs=argparse.REMAINDER)
+    tune.set_defaults(run=cmd_tune)
     worker = sub.add_parser("worker", help="run a model worker (started automatically by servers)", add_help=False)
     worker.add_argument("worker_args", nargs=argparse.REMAINDER)
     worker.set_defaults(run=cmd_worker)

@@ -18,7 +18,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from . import checkpoint
+from . import adapters, checkpoint
 from .config import (
     ConfigError,
     ModelConfig,
@@ -223,8 +223,10 @@ def load(
     progress: Callable[[int, int], None] | None = None,
 ) -> LoadedModel:
     directory = resolve(path_or_id)
-    cfg, _ = read_config(directory)
-    tokenizer, family = load_tokenizer(directory)
+    # A tuned model: the base's config and tokenizer (its own tokenizer.json is a copy).
+    base = adapters.base_of(directory, check=False) if adapters.is_adapter_dir(directory) else directory
+    cfg, _ = read_config(base)
+    tokenizer, family = load_tokenizer(base)
     if tokenizer.vocab_size > cfg.vocab_size:
         raise CheckpointError(
             f"{directory}: tokenizer has {tokenizer.vocab_size} tokens but the model only {cfg.vocab_size}")
@@ -239,11 +241,16 @@ def load_network(
     device: str | torch.device | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> tuple[DiffusionGemma, SamplerConfig]:
-    """The network and its sampler settings, without the tokenizer."""
+    """The network and its sampler settings, without the tokenizer. A tuned model is its base
+    with the adapters merged into the weights (adapters.py): no cost per forward pass."""
     directory = resolve(path_or_id)
-    cfg, sampler = read_config(directory)
+    tuned = adapters.is_adapter_dir(directory)
+    base = adapters.base_of(directory) if tuned else directory
+    cfg, sampler = read_config(base)
     dev = torch.device(device) if device is not None else default_device()
-    state = load_state(directory, cfg, resolve_dtype(dtype, dev), dev, progress)
+    state = load_state(base, cfg, resolve_dtype(dtype, dev), dev, progress)
+    if tuned:
+        adapters.merge(state, directory)
     with torch.device("meta"):  # no second copy of the weights: parameters are assigned
         model = DiffusionGemma(cfg)
     model.load_state_dict(state, strict=True, assign=True)

@@ -125,7 +125,14 @@ def load_cases(path: Path) -> list[Case]:
 
 def build_cases(corpus_dir: Path, cfg: CaseConfig, fits: Callable[[str, str], bool]) -> list[dict]:
     """Holes from the held-out split; `fits(middle, canvas_kind)` says whether a middle fits its canvas."""
-    records = corpus.read_split(corpus_dir, "heldout")
+    return cases_from_records(corpus.read_split(corpus_dir, "heldout"), cfg, fits)
+
+
+def cases_from_records(records: list[dict], cfg: CaseConfig, fits: Callable[[str, str], bool],
+                       kinds: tuple[str, ...] = HOLE_KINDS) -> list[dict]:
+    """Holes of `kinds` (in equal shares) from corpus records (`dgls tune` passes a repository's held-out files)."""
+    if not records:
+        return []
     rng = random.Random(f"dgls-cases:{cfg.seed}")
     cum, total = [], 0
     for rec in records:
@@ -135,7 +142,7 @@ def build_cases(corpus_dir: Path, cfg: CaseConfig, fits: Callable[[str, str], bo
     seen: set[tuple] = set()
     cases = []
     for n in range(cfg.n):
-        kind = HOLE_KINDS[n % len(HOLE_KINDS)]
+        kind = kinds[n % len(kinds)]
         for _ in range(200):
             i = bisect.bisect_right(cum, rng.randrange(total))
             text = records[i]["text"]
@@ -238,11 +245,12 @@ class ModelSystem:
 
 
 class BaselineSystem:
-    def __init__(self, corpus_dir: Path, cfg: EvalConfig):
+    def __init__(self, corpus_dir: Path | None, cfg: EvalConfig, records: list[dict] | None = None):
+        """Indexes the corpus's train split, or `records` when given."""
         from .baseline import LongestMatchCompleter
 
         t0 = time.perf_counter()
-        records = corpus.read_split(corpus_dir, "train")
+        records = corpus.read_split(corpus_dir, "train") if records is None else list(records)
         if cfg.baseline_max_mib:
             random.Random(f"dgls-baseline:{cfg.seed}").shuffle(records)
             budget, kept = cfg.baseline_max_mib * 2**20, []
