@@ -221,10 +221,10 @@ def tune(repo: Path, base_arg: str | None, name: str | None, cfg: TuneConfig, *,
     deadline = t_start + cfg.minutes * 60
     name = name or "".join(c if c.isalnum() or c in "._-" else "-" for c in repo.expanduser().resolve().name)
     out = check_paths(repo, name)
+    base = base_directory(base_arg)  # before any output: a refusal is one line
     files = collect(repo, cfg.heldout_percent)
-    log(f"{repo}: {files.summary()}")
-    base = base_directory(base_arg)
     digest = adapters.base_digest(base)
+    log(f"{repo}: {files.summary()}")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = loader.default_device() if cfg.device == "auto" else torch.device(cfg.device)
