@@ -52,6 +52,6 @@ def resolve(path_or_id: str | Path) -> Path:
         except (LocalEntryNotFoundError, OSError, ValueError):
             pass
     raise CheckpointError(
-        f"model {text!r} is neither a directory, a model `dgls tune` saved in {models_dir()}, "
-        "nor in the local Hugging Face cache (dgls never downloads)"
+        f"model {text!r} is neither a directory nor in the local Hugging Face cache (dgls never downloads), "
+        f"nor a model `dgls tune` saved in {models_dir()}"
     )
