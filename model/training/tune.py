@@ -292,16 +292,17 @@ def tune(repo: Path, base_arg: str | None, name: str | None, cfg: TuneConfig, *,
     size = save(out, base, digest, loras, optimizer, cfg, meta)
     base_size = size_of_weights(base)
     meta.update(adapter_bytes=size, base_bytes=base_size, interrupted=interrupted, model=str(out), name=name)
+    if size > 0.10 * base_size:
+        log("note: the adapters are over 10% of the base's size; a lower --rank or --targets attention keeps them small")
     log(f"saved {name} at step {meta['step']} ({meta['examples']:,} examples, "
         f"{clock(meta['train_seconds'])} training): {out} (adapters {size / 2**20:.2f} MiB, "
         f"{size / max(1, base_size):.1%} of the base's {base_size / 2**20:.1f} MiB)")
-    return meta
+    return meta | {"files": files}  # the evaluation measures on the files this run split
 
 
-def evaluate_run(repo: Path, meta: dict, cfg: TuneConfig, log=print) -> dict | None:
+def evaluate_run(meta: dict, cfg: TuneConfig, log=print) -> dict | None:
     """Base vs tuned vs the longest-match baseline on single-line holes of the held-out files."""
-    out, base = Path(meta["model"]), Path(meta["base"])
-    files = collect(repo, cfg.heldout_percent)
+    out, base, files = Path(meta["model"]), Path(meta["base"]), meta["files"]
     ecfg = ev.EvalConfig(max_steps=cfg.eval_max_steps, seed=cfg.seed, device=cfg.device, threads=cfg.threads)
     systems = {"base": ev.ModelSystem(base, ecfg), "tuned": ev.ModelSystem(out, ecfg)}
     tok = systems["base"].engine.tokenizer
@@ -351,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
             log(f"interrupted: saved {meta['name']} at step {meta['step']}; run the same command to continue")
             return EXIT_INTERRUPTED
         if cfg.eval_cases:
-            evaluate_run(args.path, meta, cfg, log)
+            evaluate_run(meta, cfg, log)
     except (TuneError, RepoError, CheckpointError, FimError, ValueError) as e:
         log(f"dgls tune: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
         return 2
