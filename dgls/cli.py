@@ -414,6 +414,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["tune"]:  # its own parser reads every argument (argparse's REMAINDER drops a leading --help)
+        return cmd_tune(argparse.Namespace(tune_args=argv[1:]))
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)

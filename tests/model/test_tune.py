@@ -223,3 +223,10 @@ def test_cli_and_worker_serve_a_tuned_model_by_name(tuned, data_home, tmp_path):
     finally:
         for key in ("DGLS_RUNTIME_DIR", "DGLS_CONFIG"):
             os.environ.pop(key, None)
+
+
+def test_help_lists_the_options():
+    proc = run_cli("tune", "--help")
+    assert proc.returncode == 0 and proc.stdout.startswith("usage: dgls tune")
+    for option in ("--base", "--minutes", "--name", "--steps", "--targets"):
+        assert option in proc.stdout
