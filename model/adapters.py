@@ -8,7 +8,9 @@ A tuned model (`dgls tune`) is a directory holding only what differs from its ba
                           tokenizer and the FIM order find them here, as in any checkpoint)
 
 The loader merges W + (alpha / r) * B @ A into the base's weights once, at load: serving a
-tuned model costs exactly what serving its base costs. The base is named by path and
+tuned model costs exactly what serving its base costs. The sum is taken in fp32 and stored
+in the serving dtype; in bf16 (the CUDA default) that rounds it (measured on a
+dgls-tiny-shaped base after 25 steps: the stored change has cosine 0.999 with the fp32 one). The base is named by path and
 checked by a digest of its config and weights, so a base changed since tuning is refused
 instead of silently pairing adapters with weights they were not trained against.
 

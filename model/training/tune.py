@@ -183,7 +183,9 @@ def resume(out: Path, base: Path, digest: str, loras: dict[str, LoRA], optimizer
     with torch.no_grad():
         for name, p in named_adapter_params(loras):
             p.copy_(weights[name])
-            state = {k.split("/", 1)[1]: v.to(p.device) for k, v in moments.items() if k.split("/", 1)[0] == name}
+            # AdamW keeps its step count on the CPU (unless capturable); the moments live with the parameter.
+            state = {k.split("/", 1)[1]: v if k.endswith("/step") else v.to(p.device)
+                     for k, v in moments.items() if k.split("/", 1)[0] == name}
             if state:
                 optimizer.state[p] = state
     return saved
