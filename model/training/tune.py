@@ -236,7 +236,7 @@ def tune(repo: Path, base_arg: str | None, name: str | None, cfg: TuneConfig, *,
         torch.set_num_threads(cfg.threads)
     device = loader.default_device() if cfg.device == "auto" else torch.device(cfg.device)
     loaded = loader.load(base, dtype="float32", device=device)
-    if loaded.family != "fim":
+    if not loaded.family.startswith("fim"):  # "fim" (PSM) or "fim-spm"
         raise TuneError(f"{base}: its tokenizer has no FIM tokens; dgls tune trains FIM examples")
     model, tok = loaded.model, loaded.tokenizer
     mcfg = model.cfg

@@ -230,3 +230,14 @@ def test_help_lists_the_options():
     assert proc.returncode == 0 and proc.stdout.startswith("usage: dgls tune")
     for option in ("--base", "--minutes", "--name", "--steps", "--targets"):
         assert option in proc.stdout
+
+
+def test_a_suffix_first_base_is_tuned_in_its_own_order(data_home, tmp_path):
+    """dgls-tiny is trained suffix-first (SPM): the adapters must see the prompts it serves."""
+    from dgls.model import random_checkpoint
+
+    base = random_checkpoint.write(tmp_path / "spm", "test-tiny", seed=2, fim_order="spm")
+    repo = make_repo(tmp_path / "repo")
+    assert tune.main([str(repo), "--base", str(base), "--name", "spm", *FAST, "--steps", "1"]) == 0
+    loaded = loader.load("spm", dtype="float32", device="cpu")
+    assert loaded.family == "fim-spm"
