@@ -305,7 +305,8 @@ def tune(repo: Path, base_arg: str | None, name: str | None, cfg: TuneConfig, *,
 def evaluate_run(meta: dict, cfg: TuneConfig, log=print) -> dict | None:
     """Base vs tuned vs the longest-match baseline on single-line holes of the held-out files."""
     out, base, files = Path(meta["model"]), Path(meta["base"]), meta["files"]
-    ecfg = ev.EvalConfig(max_steps=cfg.eval_max_steps, seed=cfg.seed, device=cfg.device, threads=cfg.threads)
+    # Holes and sampler seed fixed, not --seed: runs with other seeds are scored on the same cases.
+    ecfg = ev.EvalConfig(max_steps=cfg.eval_max_steps, seed=0, device=cfg.device, threads=cfg.threads)
     systems = {"base": ev.ModelSystem(base, ecfg), "tuned": ev.ModelSystem(out, ecfg)}
     tok = systems["base"].engine.tokenizer
     canvas = systems["base"].canvas
@@ -313,7 +314,7 @@ def evaluate_run(meta: dict, cfg: TuneConfig, log=print) -> dict | None:
     def fits(middle: str, kind: str) -> bool:
         return len(tok.encode(middle)) + 1 <= canvas.for_kind(kind)
 
-    raw = ev.cases_from_records(files.heldout, ev.CaseConfig(n=cfg.eval_cases, seed=cfg.seed), fits,
+    raw = ev.cases_from_records(files.heldout, ev.CaseConfig(n=cfg.eval_cases, seed=0), fits,
                                 kinds=(LINE_SUFFIX, LINE))
     cases = [ev.Case(c["id"], c["prefix"], c["suffix"], c["middle"], c["kind"], c["path"]) for c in raw]
     cases = [c for c in cases if c.lines == "single-line"]
