@@ -36,6 +36,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn.utils import parametrize
@@ -179,7 +180,13 @@ def resume(out: Path, base: Path, digest: str, loras: dict[str, LoRA], optimizer
             raise TuneError(f"{out.name} was tuned with {key}={saved['settings'].get(key)!r}, now "
                             f"{getattr(cfg, key)!r}; keep it to resume, or choose another --name")
     weights = adapters.read_weights(out)
-    moments = load_file(str(out / OPTIMIZER))
+    try:
+        moments = load_file(str(out / OPTIMIZER))
+    except (OSError, ValueError, SafetensorError) as e:
+        raise TuneError(f"{out / OPTIMIZER}: unreadable ({str(e).splitlines()[0]}); choose another --name") from None
+    missing = [n for n, _ in named_adapter_params(loras) if n not in weights]
+    if missing:
+        raise TuneError(f"{out / adapters.WEIGHTS}: no {missing[0]} (+{len(missing) - 1} more); choose another --name")
     with torch.no_grad():
         for name, p in named_adapter_params(loras):
             p.copy_(weights[name])
