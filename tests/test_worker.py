@@ -184,7 +184,7 @@ async def test_requests_queued_while_busy_share_denoising_steps(client):
 
 async def test_seeded_requests_are_not_batched(client):
     await client.request("health")
-    sent = [await client.infill(InfillCall(InfillRequest("x", ""), n=1, canvas_length=64, budget_ms=None, seed=i)) for i in range(3)]
+    sent = [await client.infill(InfillCall(InfillRequest("x", ""), n=1, canvas_length=16, budget_ms=None, seed=i)) for i in range(3)]
     for _, reply in sent:
         unwrap(await reply)
     assert (await client.request("health"))["largest_batch"] == 1
