@@ -67,18 +67,15 @@ class VllmBackend:
 
     # --- prompt and windows
 
-    def _prompt_setup(self):
-        return self._prompt
-
     def count_tokens(self, text: str) -> int:
-        tok, _, _ = self._prompt_setup()
+        tok, _, _ = self._prompt
         return len(tok.encode(text)) if tok is not None else math.ceil(len(text) / CHARS_PER_TOKEN)
 
     def body(self, req: InfillRequest, *, n: int, canvas_length: int, max_steps: int) -> dict:
         """The /v1/completions request for one hole."""
         from ..model.prompt import FAMILIES, build_prompt, prompt_text
 
-        tok, family, bos = self._prompt_setup()
+        tok, family, bos = self._prompt
         body = {
             "model": self.model,
             "prompt": build_prompt(family, tok, req, bos) if tok is not None else prompt_text(family, req),
@@ -192,7 +189,7 @@ class VllmBackend:
                 if not task.done():
                     task.cancel()  # for the call: its connection is closed, not pooled
         if post in done:
-            return parse_completion(post.result(), self._prompt_setup()[1], body, (time.perf_counter() - started) * 1e3,
+            return parse_completion(post.result(), self._prompt[1], body, (time.perf_counter() - started) * 1e3,
                                     self.url)
         if stop in done:
             return None
