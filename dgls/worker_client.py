@@ -116,7 +116,8 @@ class WorkerClient:
                 # Its own session: the worker outlives the editor that started it, and a
                 # Ctrl-C in a terminal running `dgls serve` does not reach it.
                 child = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                                         start_new_session=True, close_fds=True, env=worker_env())
+                                         start_new_session=True, close_fds=True,
+                                         env={**os.environ, "PYTHONUNBUFFERED": "1"})
             self._children.append(child)
             log.info("started worker pid %d for %s", child.pid, self.spec.model)
             deadline = time.monotonic() + self.start_timeout
@@ -198,15 +199,6 @@ def unwrap(reply: dict) -> dict | None:
     if reply.get("cancelled"):
         return None
     return reply.get("result")
-
-
-def worker_env() -> dict[str, str]:
-    """The worker's environment. glibc serves buffers of 64 KiB and more from their own
-    mappings, returned to the system when freed: the prompt store's entries, allocated among
-    the encoder's temporaries, otherwise pin the heap around them (bench/RESULTS.md, prompt
-    cache: RSS with the store full 1.65x -> 1.52x of without it, same latency). Other C
-    libraries ignore the variable; a value the user set wins."""
-    return {"MALLOC_MMAP_THRESHOLD_": "65536", **os.environ, "PYTHONUNBUFFERED": "1"}
 
 
 def infill_result(reply: dict) -> InfillResult | None:
