@@ -61,6 +61,8 @@ class Backend(Protocol):
         """The candidates, None when `cancel` was set first. A budget that runs out keeps the
         best canvas so far where the backend can (`describe()["partial_on_budget"]`)."""
 
+    # What the language server also asks of its backends (local, vllm; not the CLI's engine):
+
     async def refresh(self, status) -> None:
         """The backend's state, device and news into a `service.Status`."""
 

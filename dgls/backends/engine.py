@@ -1,4 +1,6 @@
 """The engine in this process: the CLI's backend when no worker runs, and benchmarks'.
+The server never uses it, so it has no `refresh`/`warm_up` (status and start-up are the
+server's).
 
 The engine is loaded by the caller (the CLI's `load_engine`), so this module imports no torch.
 A cancel stops the denoising at its next step, as in the worker.
@@ -28,13 +30,6 @@ class EngineBackend:
             self.engine.infill, call.request, n=call.n, canvas_length=call.canvas_length, seed=call.seed,
             budget_ms=call.budget_ms, on_step=lambda _: cancel.is_set())
         return None if cancel.is_set() else result
-
-    async def refresh(self, status) -> None:
-        status.state, status.device = "ready", str(self.engine.model.device)
-
-    async def warm_up(self, status, progress) -> None:
-        await self.refresh(status)
-        progress.end(f"{self.model} ready on {status.device}")
 
     def describe(self) -> dict:
         return {"kind": "engine", "model": self.model, "partial_on_budget": True}

@@ -296,11 +296,9 @@ def read_source(path: Path, cfg: CorpusConfig) -> tuple[str | None, str, list[li
         raw = path.read_bytes()
     except OSError:
         return None, "unreadable", []
-    try:
-        text = raw.decode("utf-8").removeprefix("\ufeff")
-    except UnicodeDecodeError:
+    text = decode_source(raw)
+    if text is None:
         return None, "not_utf8", []
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
     lines = text.split("\n")
     if sum(1 for line in lines if line.strip()) < cfg.min_lines:
         return None, "too_short", []
@@ -308,13 +306,29 @@ def read_source(path: Path, cfg: CorpusConfig) -> tuple[str | None, str, list[li
         return None, "long_lines", []
     if is_benchmark_text(text):
         return None, "benchmark", []
+    tree = parse_quietly(text)
+    if tree is None:
+        return None, "unparseable", []
+    return text, "", function_bodies(text, tree)
+
+
+def decode_source(raw: bytes) -> str | None:
+    """UTF-8 text without a BOM, line ends made "\n"; None when it is not UTF-8."""
+    try:
+        text = raw.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError:
+        return None
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def parse_quietly(text: str) -> ast.Module | None:
+    """The Python syntax tree, or None; parsed, never run."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # invalid escapes and the like: not our code to lint
-            tree = ast.parse(text)
+            return ast.parse(text)
     except (SyntaxError, ValueError, RecursionError, MemoryError):
-        return None, "unparseable", []
-    return text, "", function_bodies(text, tree)
+        return None
 
 
 def heldout_group(group: str, cfg: CorpusConfig) -> bool:

@@ -9,19 +9,17 @@ special files, huge, binary, non-UTF-8, generated or minified, and too short fil
 
 from __future__ import annotations
 
-import ast
 import fnmatch
 import hashlib
 import os
 import stat
-import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from dgls.languages import BY_EXTENSION
 
-from .corpus import function_bodies
+from .corpus import decode_source, function_bodies, parse_quietly
 
 VENDORED = {"node_modules", "site-packages", "dist-packages", "vendor", "_vendor", "vendored", "third_party",
             "third-party", "venv", "env", "__pycache__", "bower_components", "build", "dist", "target"}
@@ -107,11 +105,9 @@ def read_file(path: Path) -> tuple[str | None, str]:
         raw = f.read(MAX_FILE_KIB * 1024 + 1)
     if b"\0" in raw[:8192]:
         return None, "binary"
-    try:
-        text = raw.decode("utf-8").removeprefix("\ufeff")
-    except UnicodeDecodeError:
+    text = decode_source(raw)
+    if text is None:
         return None, "not_utf8"
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
     lines = text.split("\n")
     head = "\n".join(lines[:5]).lower()
     if path.name.endswith((".min.js", ".min.mjs")) or any(m in head for m in GENERATED_MARKERS) \
@@ -124,14 +120,8 @@ def read_file(path: Path) -> tuple[str | None, str]:
 
 def functions_of(text: str, suffix: str) -> list[list[int]]:
     """Function bodies (for function-body holes) in Python; other languages get line and block holes."""
-    if suffix not in (".py", ".pyi"):
-        return []
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return function_bodies(text, ast.parse(text))
-    except (SyntaxError, ValueError, RecursionError, MemoryError):
-        return []
+    tree = parse_quietly(text) if suffix in (".py", ".pyi") else None
+    return [] if tree is None else function_bodies(text, tree)
 
 
 def heldout(rel: str, percent: float) -> bool:
