@@ -49,7 +49,7 @@ def main(argv: list[str]) -> int:
         axes[1].plot(hours, [r["heldout_ar_loss"] for r in rows], marker="o", label=name)
         for r in rows:
             print(f"{name:>12}  step {r['step']:>6}  {r['cpu_hours']:.3f} CPU-h  canvas {r['heldout_canvas_loss']:.4f}  "
-                  f"middle {r['heldout_middle_loss']:.4f}  acc {r['heldout_middle_acc']:.3f}  next-token {r['heldout_ar_loss']:.4f}")
+                  f"middle {r['heldout_middle_loss']:.4f}  acc {r['heldout_middle_acc']:.3f}  noised acc {r.get('heldout_noised_acc', float('nan')):.3f}  next-token {r['heldout_ar_loss']:.4f}")
     axes[0].set(title="held-out diffusion loss (canvas)", xlabel="CPU-hours", ylabel="cross-entropy")
     axes[1].set(title="held-out next-token loss (prompt)", xlabel="CPU-hours")
     for ax in axes:

@@ -83,6 +83,14 @@ class PromptCache:
     def batch(self) -> int:
         return self.keys[0].shape[0]
 
+    def repeat_rows(self, k: int) -> PromptCache:
+        """Each row k times in a row (several canvases per prompt in training; autograd sums
+        their gradients into the one encoding)."""
+        rows = lambda ts: [t.repeat_interleave(k, 0) for t in ts]  # noqa: E731
+        return PromptCache(rows(self.keys), rows(self.values), self.length,
+                           None if self.mask is None else self.mask.repeat_interleave(k, 0),
+                           None if self.canvas_start is None else self.canvas_start.repeat_interleave(k, 0))
+
 
 @dataclass
 class EncoderState:

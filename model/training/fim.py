@@ -84,6 +84,11 @@ class ObjectiveConfig:
     # over the 8k vocabulary makes a CPU step 1.43x dearer, so at equal CPU time (24
     # CPU-minutes each) the diffusion loss alone was ahead; off by default.
     ar_weight: float = opt(0.0, "weight of the next-token loss on the prompt's causal pass (0: off)")
+    # The prompt costs ~5x the canvas to encode and carries no loss; the decoder pass is
+    # cheap. Several noise levels of the same middle over one encoding give the diffusion
+    # loss more of what it learns from (its variance over the noise level) per prompt
+    # encoded; the levels are stratified so each example sees low and high noise.
+    canvas_draws: int = opt(1, "noisy canvases per example, decoded over one prompt encoding (1: the reference's recipe)")
 
 
 # --- holes ---------------------------------------------------------------------------------
@@ -300,37 +305,50 @@ class LossOutput:
     sc_mask: torch.Tensor  # [B] which examples had self-conditioning
     canvas_loss: float = 0.0  # the diffusion term alone (weighted mean over the canvas)
     ar_loss: float = 0.0  # mean next-token cross-entropy over the prompt (0 when off)
+    # Accuracy over the middle positions the noise changed: what the model writes. Middle
+    # accuracy counts the positions left clean too, where copying the canvas is right (an
+    # untrained-to-write model that copies scores ~1 - t there), so it flatters.
+    noised_accuracy: float = 0.0
 
 
 def diffusion_loss(model: DiffusionGemma, batch: Batch, obj: ObjectiveConfig, generator: torch.Generator,
                    sampler: SamplerConfig = SamplerConfig()) -> LossOutput:
     """Draws on `generator` (CPU) in a fixed order: noise levels, corruption, SC choice, SC temperatures."""
     device = batch.target.device
-    B, L = batch.target.shape
+    draws = obj.canvas_draws
+    target, weight, middle = (x.repeat_interleave(draws, 0) for x in (batch.target, batch.weight, batch.middle))
+    B, L = target.shape  # B = examples * draws, each example's draws adjacent
     V = model.cfg.vocab_size
     t = torch.rand(B, generator=generator)  # [B]
-    noisy = corrupt(batch.target.cpu(), t, V, generator).to(device)  # [B, L]
+    if draws > 1:  # stratified: draw i of an example has its level in [i/draws, (i+1)/draws)
+        t = (t + torch.arange(B) % draws) / draws
+    noisy = corrupt(target.cpu(), t, V, generator).to(device)  # [B, L]
     sc_mask = torch.rand(B, generator=generator) < obj.sc_probability  # [B]
     temperature = sampler.t_min + (sampler.t_max - sampler.t_min) * torch.rand(B, generator=generator)  # [B]
 
-    cache, hidden = model.encode_with_hidden(batch.prompt, batch.prompt_mask)  # hidden [B, P, D]
+    cache, hidden = model.encode_with_hidden(batch.prompt, batch.prompt_mask)  # hidden [B / draws, P, D]
+    if draws > 1:
+        cache = cache.repeat_rows(draws)
     sc_logits = None
     if sc_mask.any():
         with torch.no_grad():
             first = model.decode(noisy, cache)  # [B, L, V]
         sc_logits = (first / temperature.to(device)[:, None, None]).to(model.dtype)
     logits = model.decode(noisy, cache, sc_logits, sc_mask.to(device) if sc_logits is not None else None)
-    ce = F.cross_entropy(logits.reshape(B * L, V), batch.target.reshape(-1), reduction="none").view(B, L)
-    canvas_loss = (ce * batch.weight).sum() / batch.weight.sum()
+    ce = F.cross_entropy(logits.reshape(B * L, V), target.reshape(-1), reduction="none").view(B, L)
+    canvas_loss = (ce * weight).sum() / weight.sum()
     loss, ar = canvas_loss, torch.zeros(())
     if obj.ar_weight > 0:
         ar = next_token_loss(model, hidden, batch.prompt, batch.prompt_mask)
         loss = canvas_loss + obj.ar_weight * ar
     with torch.no_grad():
-        middle = batch.middle
         middle_loss = (ce * middle).sum() / middle.sum()
-        accuracy = ((logits.argmax(-1) == batch.target) & middle).sum() / middle.sum()
-    return LossOutput(loss, middle_loss.item(), accuracy.item(), t, sc_mask, canvas_loss.item(), ar.item())
+        right = logits.argmax(-1) == target
+        accuracy = (right & middle).sum() / middle.sum()
+        noised = middle & (noisy != target)
+        noised_accuracy = (right & noised).sum() / noised.sum().clamp(min=1)
+    return LossOutput(loss, middle_loss.item(), accuracy.item(), t, sc_mask, canvas_loss.item(), ar.item(),
+                      noised_accuracy.item())
 
 
 def inert_parameters(cfg, obj: ObjectiveConfig) -> set[str]:

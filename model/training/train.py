@@ -33,6 +33,7 @@ from pathlib import Path
 import torch
 
 from . import corpus, model_card, shards
+from .. import loader
 from ..config import (
     CANVAS, CONFIGS, CanvasLengths, ConfigError, ModelConfig, SamplerConfig, from_name, to_hf_config,
 )
@@ -67,8 +68,9 @@ class TrainConfig:
     schedule: str = opt("wsd", "cosine over --steps, or wsd", choices=["cosine", "wsd"])
     decay_start: int = opt(0, "wsd: the step the decay starts at (0: never)")
     decay_steps: int = opt(500, "wsd: length of the decay")
-    precision: str = opt("fp32", "autocast dtype of the forward pass (weights and AdamW stay fp32); bf16 pays only where the CPU has native bf16 (AVX512-BF16/AMX)",
-                         choices=["bf16", "fp32"])
+    precision: str = opt("auto", "autocast dtype of the forward pass (weights and AdamW stay fp32); auto: bf16 on "
+                         "CUDA and on CPUs with native bf16 (AVX512-BF16/AMX), where it pays, else fp32",
+                         choices=["auto", "bf16", "fp32"])
     heldout_batches: int = opt(8, "held-out batches scored at every checkpoint (0: none)")
     weight_decay: float = opt(0.1, "on matrices; norms and scales are not decayed")
     beta2: float = opt(0.95, "AdamW beta2")
@@ -95,7 +97,9 @@ ADJUSTABLE = {"max_minutes", "chunk_steps", "checkpoint_minutes", "log_every", "
               "steps", "decay_start", "decay_steps", "precision", "heldout_batches",  # a campaign may extend or decay
               "lr", "batch_size",  # a campaign re-tunes these as it goes (each step's data stays a function of the step)
               # windows may grow as a campaign goes on (short windows are cheap early on)
-              "prefix_tokens", "suffix_tokens", "short_window_probability"}
+              "prefix_tokens", "suffix_tokens", "short_window_probability",
+              # a campaign may change its objective's mix (recipes A/B'd mid-run from one state)
+              "canvas_draws", "ar_weight"}
 
 
 def derived_seed(*parts: object) -> int:
@@ -178,6 +182,12 @@ def make_optimizer(model: DiffusionGemma, cfg: TrainConfig, device: torch.device
         lr=cfg.lr, betas=(0.9, cfg.beta2), fused=device.type == "cuda")
 
 
+def uses_bf16(precision: str, device: torch.device) -> bool:
+    if precision == "auto":
+        return device.type == "cuda" or loader.cpu_has_native_bf16()
+    return precision == "bf16"
+
+
 def lr_at(step: int, cfg: TrainConfig) -> float:
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
@@ -219,7 +229,7 @@ def check_tokenizer(tok: Tokenizer, cfg: ModelConfig, path: Path) -> None:
 
 
 # What a setting meant in checkpoints written before it existed.
-BEFORE_THE_SETTING = {"schedule": "cosine", "order": "psm", "ar_weight": 0.0}
+BEFORE_THE_SETTING = {"schedule": "cosine", "order": "psm", "ar_weight": 0.0, "canvas_draws": 1}
 
 
 def _compare(saved: dict, current: dict, what: str) -> None:
@@ -241,6 +251,8 @@ def train(corpus_dir: Path, tokenizer_path: Path, run: Path, cfg: TrainConfig, f
     stop_requested = stop_requested or threading.Event()
     deadline = t_start + cfg.max_minutes * 60
     device = resolve_device(cfg.device)
+    if obj.canvas_draws < 1:
+        raise TrainError(f"--canvas-draws must be at least 1, got {obj.canvas_draws}")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     max_bytes = int(cfg.shard_mib * 2**20)
@@ -285,7 +297,7 @@ def train(corpus_dir: Path, tokenizer_path: Path, run: Path, cfg: TrainConfig, f
     params = sum(p.numel() for p in model.parameters())
     log(f"{cfg.config}: {params / 1e6:.2f} M parameters on {device}; {len(records)} training files; "
         f"steps {meta['step']}..{cfg.steps}; chunk budget {cfg.max_minutes} min")
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=uses_bf16(cfg.precision, device))
     heldout = heldout_set(corpus_dir, tok, model_cfg, cfg, fim, obj)
     log(f"ready to train {time.monotonic() - t_start:.1f} s after start (corpus, model, checkpoint, held-out batches)")
     bar = Progress("train", cfg.steps, "steps", start=meta["step"])
@@ -323,14 +335,15 @@ def train(corpus_dir: Path, tokenizer_path: Path, run: Path, cfg: TrainConfig, f
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip).item()
             optimizer.step()
             meta["step"] = step + 1
-            meta["canvas_tokens"] += batch.target.numel()
+            meta["canvas_tokens"] += batch.target.numel() * obj.canvas_draws
             meta["prompt_tokens"] += int(batch.prompt_mask.sum())
             step_time = time.monotonic() - t0
             meta["train_seconds"] += step_time
             meta["cpu_seconds"] += time.process_time() - cpu0
             window.append({"loss": out.loss.item(), "canvas_loss": out.canvas_loss, "ar_loss": out.ar_loss,
                            "middle_loss": out.middle_loss, "middle_acc": out.middle_accuracy,
-                           "grad_norm": grad_norm, "seconds": step_time, "canvas": batch.target.numel(),
+                           "noised_acc": out.noised_accuracy,
+                           "grad_norm": grad_norm, "seconds": step_time, "canvas": batch.target.numel() * obj.canvas_draws,
                            "prompt": int(batch.prompt_mask.sum())})
             bar.update(extra=f"loss {window[-1]['loss']:.3f}")
             if meta["step"] % cfg.log_every == 0 or meta["step"] == cfg.steps:
@@ -381,13 +394,15 @@ def score_heldout(model: DiffusionGemma, heldout, obj: ObjectiveConfig, autocast
     """Mean held-out losses (diffusion and next-token) into the log: the curve recipes are compared by."""
     if not heldout:
         return
-    sums = {"canvas_loss": 0.0, "middle_loss": 0.0, "middle_acc": 0.0, "ar_loss": 0.0}
-    scoring = dataclasses.replace(obj, ar_weight=max(obj.ar_weight, 1.0))  # always report the next-token loss
+    sums = {"canvas_loss": 0.0, "middle_loss": 0.0, "middle_acc": 0.0, "noised_acc": 0.0, "ar_loss": 0.0}
+    # Always the next-token loss too, and one canvas per example: the same figure whatever the recipe.
+    scoring = dataclasses.replace(obj, ar_weight=max(obj.ar_weight, 1.0), canvas_draws=1)
     with torch.no_grad(), autocast:
         for batch, seed in heldout:
             out = diffusion_loss(model, batch.to(model.device), scoring, torch.Generator().manual_seed(seed))
             for key, value in (("canvas_loss", out.canvas_loss), ("middle_loss", out.middle_loss),
-                               ("middle_acc", out.middle_accuracy), ("ar_loss", out.ar_loss)):
+                               ("middle_acc", out.middle_accuracy), ("noised_acc", out.noised_accuracy),
+                               ("ar_loss", out.ar_loss)):
                 sums[key] += value
     record = {"step": meta["step"], "train_seconds": round(meta["train_seconds"], 1),
               "cpu_seconds": round(meta["cpu_seconds"], 1),
@@ -401,7 +416,7 @@ def log_record(window: list[dict], step: int, lr: float, elapsed_s: float) -> di
     """Means over the steps since the last record, and the rates they ran at."""
     secs = sum(w["seconds"] for w in window)
     means = {k: sum(w[k] for w in window) / len(window)
-             for k in ("loss", "canvas_loss", "ar_loss", "middle_loss", "middle_acc", "grad_norm")}
+             for k in ("loss", "canvas_loss", "ar_loss", "middle_loss", "middle_acc", "noised_acc", "grad_norm")}
     return {"step": step, "lr": lr, "elapsed_s": round(elapsed_s, 1), **means,
             "steps_per_s": len(window) / secs, "canvas_tokens_per_s": sum(w["canvas"] for w in window) / secs,
             "prompt_tokens_per_s": sum(w["prompt"] for w in window) / secs}
@@ -411,7 +426,7 @@ def log_line(r: dict, total: int) -> str:
     eta = (total - r["step"]) / r["steps_per_s"]
     return (f"step {r['step']}/{total}  loss {r['loss']:.4f}  canvas {r['canvas_loss']:.4f}  "
             f"next-token {r['ar_loss']:.4f}  middle {r['middle_loss']:.4f}  "
-            f"acc {r['middle_acc']:.3f}  lr {r['lr']:.2e}  |g| {r['grad_norm']:.2f}  {r['steps_per_s']:.2f} steps/s  "
+            f"acc {r['middle_acc']:.3f}  noised acc {r['noised_acc']:.3f}  lr {r['lr']:.2e}  |g| {r['grad_norm']:.2f}  {r['steps_per_s']:.2f} steps/s  "
             f"{r['canvas_tokens_per_s']:.0f} canvas tok/s  ETA {clock(eta)}")
 
 

@@ -150,7 +150,7 @@ def test_loss_is_a_weighted_mean_and_every_parameter_learns(data, model, ar_weig
     obj = ObjectiveConfig(sc_probability=1.0, ar_weight=ar_weight)
     out = fim.diffusion_loss(model, batch, obj, torch.Generator().manual_seed(0))
     assert out.loss.dim() == 0 and torch.isfinite(out.loss) and out.sc_mask.all()
-    assert out.noise.shape == (4,) and 0 <= out.middle_accuracy <= 1
+    assert out.noise.shape == (4,) and 0 <= out.middle_accuracy <= 1 and 0 <= out.noised_accuracy <= 1
     assert (out.ar_loss > 0) == (ar_weight > 0)
     assert out.loss.item() == pytest.approx(out.canvas_loss + ar_weight * out.ar_loss, rel=1e-5)
     model.zero_grad()
@@ -181,6 +181,28 @@ def test_loss_is_a_weighted_mean_and_every_parameter_learns(data, model, ar_weig
     heavy = fim.diffusion_loss(model, dataset(data, pad_weight=1.0).batch(4, random.Random(3)),
                                ObjectiveConfig(sc_probability=0.0, ar_weight=ar_weight), torch.Generator().manual_seed(0))
     assert heavy.loss.item() != plain.loss.item()
+
+
+def test_several_canvases_per_prompt_cover_the_noise_levels_and_learn(data, model):
+    """canvas_draws: each example's prompt is encoded once and decoded under several noise
+    levels, one per stratum of [0, 1); the encoder learns from all of them."""
+    batch = dataset(data).batch(4, random.Random(3))
+    model.train()
+    out = fim.diffusion_loss(model, batch, ObjectiveConfig(canvas_draws=3), torch.Generator().manual_seed(0))
+    assert out.noise.shape == (12,) and out.sc_mask.shape == (12,) and torch.isfinite(out.loss)
+    strata = (out.noise.view(4, 3) * 3).floor()
+    assert torch.equal(strata, torch.arange(3.0).expand(4, 3))
+    model.zero_grad()
+    out.loss.backward()
+    assert model.embed.grad.abs().sum() > 0 and model.layers[0].attn.wqkv.grad.abs().sum() > 0
+    # Every draw reads its own example's prompt: a cache's rows repeated compute what the
+    # prompts repeated and encoded would (left padding included).
+    model.eval()
+    prompt, mask = batch.prompt, batch.prompt_mask
+    canvas = torch.randint(0, 512, (12, 16), generator=torch.Generator().manual_seed(1))
+    shared = model.decode(canvas, model.encode(prompt, mask).repeat_rows(3))
+    repeated = model.decode(canvas, model.encode(prompt.repeat_interleave(3, 0), mask.repeat_interleave(3, 0)))
+    torch.testing.assert_close(shared, repeated, rtol=1e-4, atol=1e-4)
 
 
 def test_left_padded_prompts_compute_what_each_prompt_alone_does(model):

@@ -25,7 +25,8 @@ from .training_data import one_thread  # noqa: F401  (autouse fixture)
 
 LIMIT_MIB = 96 / 1024  # below the fp32 embedding's 128 KiB: the checkpoint must split it
 FAST = TrainConfig(config="test-tiny", steps=6, batch_size=4, lr=3e-3, warmup_steps=2, line_canvas=16,
-                   block_canvas=32, log_every=3, shard_mib=LIMIT_MIB, checkpoint_minutes=60.0)
+                   block_canvas=32, log_every=3, shard_mib=LIMIT_MIB, checkpoint_minutes=60.0,
+                   precision="fp32")  # the same figures on every CPU (auto picks bf16 where it is native)
 FIM = FimConfig(prefix_tokens=48, suffix_tokens=16)
 OBJ = ObjectiveConfig()
 
@@ -70,6 +71,18 @@ def test_wsd_holds_the_peak_until_told_to_decay():
     assert train.lr_at(999, cfg) == pytest.approx(cfg.lr)
     assert train.lr_at(1050, cfg) == pytest.approx(cfg.lr * (1 + cfg.min_lr_ratio) / 2)
     assert train.lr_at(1100, cfg) == train.lr_at(5000, cfg) == pytest.approx(cfg.lr * cfg.min_lr_ratio)
+
+
+def test_bf16_only_where_the_cpu_has_it():
+    from dgls.model.loader import cpu_has_native_bf16
+
+    avx2 = "processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma\n"
+    assert not cpu_has_native_bf16(avx2)
+    assert cpu_has_native_bf16(avx2.replace("avx2", "avx2 avx512f avx512_bf16"))
+    assert cpu_has_native_bf16(avx2.replace("avx2", "avx2 amx_bf16 amx_tile"))
+    assert not cpu_has_native_bf16("")
+    assert train.uses_bf16("bf16", torch.device("cpu")) and not train.uses_bf16("fp32", torch.device("cpu"))
+    assert train.uses_bf16("auto", torch.device("cpu")) == cpu_has_native_bf16()
 
 
 def test_a_few_steps_lower_the_loss(inputs, tmp_path):
@@ -119,7 +132,7 @@ def test_chunks_resume_to_exactly_one_runs_result(inputs, one_run, tmp_path, cap
             "--data-workers", "2"]
     for name, value in [("config", "test-tiny"), ("steps", 6), ("batch-size", 4), ("lr", 3e-3), ("warmup-steps", 2),
                         ("line-canvas", 16), ("block-canvas", 32), ("log-every", 3), ("shard-mib", LIMIT_MIB),
-                        ("checkpoint-minutes", 60.0), ("prefix-tokens", 48), ("suffix-tokens", 16)]:
+                        ("checkpoint-minutes", 60.0), ("prefix-tokens", 48), ("suffix-tokens", 16), ("precision", "fp32")]:
         argv += [f"--{name}", str(value)]
     assert train.main(argv) == train.EXIT_PAUSED
     assert "paused at step 4 of 6" in capsys.readouterr().err
@@ -165,19 +178,22 @@ def test_resume_refuses_other_settings(inputs, one_run):
         train.train(corpus_dir, tok, run, dataclasses.replace(FAST, weight_decay=0.01), FIM, OBJ, log=lambda line: None)
     with pytest.raises(TrainError, match="order"):
         train.train(corpus_dir, tok, run, FAST, dataclasses.replace(FIM, order="psm"), OBJ, log=lambda line: None)
-    with pytest.raises(TrainError, match="ar_weight"):
-        train.train(corpus_dir, tok, run, FAST, FIM, dataclasses.replace(OBJ, ar_weight=0.5), log=lambda line: None)
+    with pytest.raises(TrainError, match="pad_weight"):
+        train.train(corpus_dir, tok, run, FAST, FIM, dataclasses.replace(OBJ, pad_weight=0.5), log=lambda line: None)
 
 
 def test_windows_and_the_schedule_may_change_between_chunks(inputs, tmp_path):
-    """Short windows are cheap early in a campaign; a later chunk may widen them, and decay
-    the learning rate, without starting over."""
+    """Short windows are cheap early in a campaign; a later chunk may widen them, decay the
+    learning rate, decode several canvases per prompt and add the next-token loss, without
+    starting over."""
     corpus_dir, tok = inputs
     first = dataclasses.replace(FAST, steps=4)
     train.train(corpus_dir, tok, tmp_path, first, dataclasses.replace(FIM, prefix_tokens=24), OBJ, log=lambda line: None)
     meta = train.train(corpus_dir, tok, tmp_path, dataclasses.replace(first, steps=6, decay_start=4, decay_steps=2),
-                       FIM, OBJ, log=lambda line: None)
+                       FIM, dataclasses.replace(OBJ, canvas_draws=3, ar_weight=0.5), log=lambda line: None)
     assert meta["step"] == 6 and meta["finished"]
+    objective = json.loads((tmp_path / "checkpoint" / "state.json").read_text())["objective"]
+    assert objective["canvas_draws"] == 3 and objective["ar_weight"] == 0.5
     lrs = [r["lr"] for r in map(json.loads, (tmp_path / "train_log.jsonl").read_text().splitlines()) if "lr" in r]
     assert lrs[-1] < FAST.lr  # the second chunk decayed
 
@@ -204,6 +220,10 @@ def test_bad_input_is_one_line(inputs, tmp_path, capsys):
                        "--config", "test-tiny"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "unreadable tokenizer" in err
+    assert train.main(["--corpus", str(corpus_dir), "--tokenizer", str(wrong), "--out", str(tmp_path / "r"),
+                       "--config", "test-tiny", "--canvas-draws", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--canvas-draws must be at least 1" in err
 
 
 def test_shards_split_large_tensors_and_join_them_again(tmp_path):
