@@ -88,6 +88,9 @@ class ObjectiveConfig:
     # cheap. Several noise levels of the same middle over one encoding give the diffusion
     # loss more of what it learns from (its variance over the noise level) per prompt
     # encoded; the levels are stratified so each example sees low and high noise.
+    # The head over the vocabulary at every prompt position is most of the next-token loss's
+    # cost; a random share of the positions keeps most of its signal for a fraction of it.
+    ar_fraction: float = opt(1.0, "share of the prompt's positions that carry the next-token loss (drawn per step)")
     canvas_draws: int = opt(1, "noisy canvases per example, decoded over one prompt encoding (1: the reference's recipe)")
 
 
@@ -339,7 +342,7 @@ def diffusion_loss(model: DiffusionGemma, batch: Batch, obj: ObjectiveConfig, ge
     canvas_loss = (ce * weight).sum() / weight.sum()
     loss, ar = canvas_loss, torch.zeros(())
     if obj.ar_weight > 0:
-        ar = next_token_loss(model, hidden, batch.prompt, batch.prompt_mask)
+        ar = next_token_loss(model, hidden, batch.prompt, batch.prompt_mask, obj.ar_fraction, generator)
         loss = canvas_loss + obj.ar_weight * ar
     with torch.no_grad():
         middle_loss = (ce * middle).sum() / middle.sum()
@@ -366,9 +369,15 @@ def inert_parameters(cfg, obj: ObjectiveConfig) -> set[str]:
 
 
 def next_token_loss(model: DiffusionGemma, hidden: torch.Tensor, prompt: torch.Tensor,
-                    prompt_mask: torch.Tensor) -> torch.Tensor:
+                    prompt_mask: torch.Tensor, fraction: float = 1.0,
+                    generator: torch.Generator | None = None) -> torch.Tensor:
     """Mean cross-entropy of each real prompt token given those before it, read from the
-    causal pass's output through the tied head (only rows with a real next token)."""
+    causal pass's output through the tied head (only rows with a real next token), over a
+    random `fraction` of those positions (drawn on `generator`) when it is below 1."""
     pairs = prompt_mask[:, :-1] & prompt_mask[:, 1:]  # [B, P-1]
+    if fraction < 1.0:
+        drawn = (torch.rand(pairs.shape, generator=generator) < fraction).to(pairs.device)
+        drawn[:, -1] = True  # never empty: each row keeps its last pair (left padding: real if any is)
+        pairs = pairs & drawn
     logits = model.head(hidden[:, :-1][pairs][None])[0]  # [N, V]
     return F.cross_entropy(logits, prompt[:, 1:][pairs])

@@ -99,7 +99,7 @@ ADJUSTABLE = {"max_minutes", "chunk_steps", "checkpoint_minutes", "log_every", "
               # windows may grow as a campaign goes on (short windows are cheap early on)
               "prefix_tokens", "suffix_tokens", "short_window_probability",
               # a campaign may change its objective's mix (recipes A/B'd mid-run from one state)
-              "canvas_draws", "ar_weight"}
+              "canvas_draws", "ar_weight", "ar_fraction"}
 
 
 def derived_seed(*parts: object) -> int:
@@ -229,7 +229,7 @@ def check_tokenizer(tok: Tokenizer, cfg: ModelConfig, path: Path) -> None:
 
 
 # What a setting meant in checkpoints written before it existed.
-BEFORE_THE_SETTING = {"schedule": "cosine", "order": "psm", "ar_weight": 0.0, "canvas_draws": 1}
+BEFORE_THE_SETTING = {"schedule": "cosine", "order": "psm", "ar_weight": 0.0, "canvas_draws": 1, "ar_fraction": 1.0}
 
 
 def _compare(saved: dict, current: dict, what: str) -> None:
@@ -253,6 +253,8 @@ def train(corpus_dir: Path, tokenizer_path: Path, run: Path, cfg: TrainConfig, f
     device = resolve_device(cfg.device)
     if obj.canvas_draws < 1:
         raise TrainError(f"--canvas-draws must be at least 1, got {obj.canvas_draws}")
+    if not 0 < obj.ar_fraction <= 1:
+        raise TrainError(f"--ar-fraction must be in (0, 1], got {obj.ar_fraction}")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     max_bytes = int(cfg.shard_mib * 2**20)
@@ -396,7 +398,7 @@ def score_heldout(model: DiffusionGemma, heldout, obj: ObjectiveConfig, autocast
         return
     sums = {"canvas_loss": 0.0, "middle_loss": 0.0, "middle_acc": 0.0, "noised_acc": 0.0, "ar_loss": 0.0}
     # Always the next-token loss too, and one canvas per example: the same figure whatever the recipe.
-    scoring = dataclasses.replace(obj, ar_weight=max(obj.ar_weight, 1.0), canvas_draws=1)
+    scoring = dataclasses.replace(obj, ar_weight=max(obj.ar_weight, 1.0), ar_fraction=1.0, canvas_draws=1)
     with torch.no_grad(), autocast:
         for batch, seed in heldout:
             out = diffusion_loss(model, batch.to(model.device), scoring, torch.Generator().manual_seed(seed))

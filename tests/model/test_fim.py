@@ -183,6 +183,25 @@ def test_loss_is_a_weighted_mean_and_every_parameter_learns(data, model, ar_weig
     assert heavy.loss.item() != plain.loss.item()
 
 
+def test_the_next_token_loss_on_a_share_of_the_prompt(data, model):
+    """ar_fraction: the loss is the mean over a random share of the positions: the same
+    positions' mean as the full loss computes them, and each draw picks other positions."""
+    batch = dataset(data).batch(4, random.Random(3))
+    model.eval()
+    _, hidden = model.encode_with_hidden(batch.prompt, batch.prompt_mask)
+    full = fim.next_token_loss(model, hidden, batch.prompt, batch.prompt_mask)
+    shares = [fim.next_token_loss(model, hidden, batch.prompt, batch.prompt_mask, 0.25, torch.Generator().manual_seed(s))
+              for s in range(12)]
+    assert len({round(x.item(), 6) for x in shares}) > 1  # other positions each draw
+    assert abs(sum(x.item() for x in shares) / len(shares) - full.item()) < 0.15 * full.item()
+    tiny = fim.next_token_loss(model, hidden, batch.prompt, batch.prompt_mask, 1e-9, torch.Generator().manual_seed(0))
+    assert torch.isfinite(tiny)  # never an empty mean: each row keeps its last position
+    model.train()
+    out = fim.diffusion_loss(model, batch, ObjectiveConfig(ar_weight=1.0, ar_fraction=0.25),
+                             torch.Generator().manual_seed(0))
+    assert out.ar_loss > 0 and torch.isfinite(out.loss)
+
+
 def test_several_canvases_per_prompt_cover_the_noise_levels_and_learn(data, model):
     """canvas_draws: each example's prompt is encoded once and decoded under several noise
     levels, one per stratum of [0, 1); the encoder learns from all of them."""

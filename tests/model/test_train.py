@@ -224,6 +224,10 @@ def test_bad_input_is_one_line(inputs, tmp_path, capsys):
                        "--config", "test-tiny", "--canvas-draws", "0"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--canvas-draws must be at least 1" in err
+    assert train.main(["--corpus", str(corpus_dir), "--tokenizer", str(wrong), "--out", str(tmp_path / "r"),
+                       "--config", "test-tiny", "--ar-fraction", "1.5"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--ar-fraction must be in (0, 1]" in err
 
 
 def test_shards_split_large_tensors_and_join_them_again(tmp_path):
