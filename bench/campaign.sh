@@ -44,7 +44,7 @@ if [ ! -d "$RUN/checkpoint" ] && [ -f "$KEPT/checkpoint/state.json" ]; then
 fi
 nohup python -m dgls.model.training.train --corpus "$DATA/corpus" --tokenizer "$KEPT/tokenizer.json" --out "$RUN" \
   --config dgls-tiny --batch-size "${BATCH_SIZE:-32}" --lr "${LR:-1e-3}" --warmup-steps 100 --steps 40000 --schedule wsd \
-  --prefix-tokens "${PREFIX_TOKENS:-256}" --suffix-tokens "${SUFFIX_TOKENS:-64}" --ar-weight "${AR_WEIGHT:-0.0}" --ar-fraction "${AR_FRACTION:-1.0}" --canvas-draws "${CANVAS_DRAWS:-1}" \
+  --prefix-tokens "${PREFIX_TOKENS:-256}" --suffix-tokens "${SUFFIX_TOKENS:-64}" --ar-weight "${AR_WEIGHT:-1.0}" --ar-fraction "${AR_FRACTION:-0.25}" --canvas-draws "${CANVAS_DRAWS:-1}" \
   --decay-start "${DECAY_START:-0}" --decay-steps "${DECAY_STEPS:-500}" --precision "${PRECISION:-auto}" \
   --max-minutes "$MINUTES" --checkpoint-minutes "${CHECKPOINT_MINUTES:-10}" --log-every 10 --threads "${THREADS:-0}" \
   >> "$DATA/train.out" 2>&1 &
