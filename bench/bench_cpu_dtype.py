@@ -7,7 +7,7 @@ worker's suggestion path in-process: tree-sitter hole, default windows, line can
 automatic candidates, prompt store on) are replayed on two engines of one checkpoint, fp32
 and bf16, one keystroke on each in turn so that both see the same machine load. Reported:
 p50/p95 per suggestion, encode and denoise p50, and how often the two agree under the same
-seed (whole candidates, and tokens position by position). Without --model, a random
+seed (whole candidates, and characters position by position). Without --model, a random
 checkpoint of dgls-tiny's dimensions with a fixed step count: its distributions are near
 uniform, every draw is a near-tie, so its agreement says little; pass a trained model for that.
 """
@@ -64,7 +64,7 @@ def main() -> None:
     strokes = keystrokes(args.files, args.lines)
     if args.limit:
         strokes = strokes[: args.limit]
-    runs = {name: {"ms": [], "encode": [], "denoise": [], "texts": [], "tokens": []} for name in engines}
+    runs = {name: {"ms": [], "encode": [], "denoise": [], "texts": []} for name in engines}
     for name, engine in engines.items():  # first-call allocations, outside the measurement
         suggest(engine, *strokes[0])
         engine.prompts.clear()

@@ -337,7 +337,8 @@ def train(corpus_dir: Path, tokenizer_path: Path, run: Path, cfg: TrainConfig, f
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip).item()
             optimizer.step()
             meta["step"] = step + 1
-            meta["canvas_tokens"] += batch.target.numel() * obj.canvas_draws
+            canvas_tokens = batch.target.numel() * obj.canvas_draws  # each draw is a canvas decoded
+            meta["canvas_tokens"] += canvas_tokens
             meta["prompt_tokens"] += int(batch.prompt_mask.sum())
             step_time = time.monotonic() - t0
             meta["train_seconds"] += step_time
@@ -345,7 +346,7 @@ def train(corpus_dir: Path, tokenizer_path: Path, run: Path, cfg: TrainConfig, f
             window.append({"loss": out.loss.item(), "canvas_loss": out.canvas_loss, "ar_loss": out.ar_loss,
                            "middle_loss": out.middle_loss, "middle_acc": out.middle_accuracy,
                            "noised_acc": out.noised_accuracy,
-                           "grad_norm": grad_norm, "seconds": step_time, "canvas": batch.target.numel() * obj.canvas_draws,
+                           "grad_norm": grad_norm, "seconds": step_time, "canvas": canvas_tokens,
                            "prompt": int(batch.prompt_mask.sum())})
             bar.update(extra=f"loss {window[-1]['loss']:.3f}")
             if meta["step"] % cfg.log_every == 0 or meta["step"] == cfg.steps:
