@@ -28,11 +28,12 @@ from .sampler import StepState, denoise
 
 class Engine:
     def __init__(self, loaded: loader.LoadedModel, *, prompt_cache_mib: float = PROMPT_CACHE_MIB,
-                 draws: str = "accepted"):
+                 mode: str = "lean"):
         self.loaded = loaded
-        # Random draws only where a step accepts (model/sampler.py): the reference's own
-        # order ("reference") gives transformers' tokens for a seed, at ~12 ms a step on a CPU.
-        self.draws = draws
+        # The sampler's mode (model/sampler.py MODES): "lean" draws only where a step accepts
+        # and reads the vocabulary in one softmax; "reference" gives transformers' tokens for a
+        # seed, at about twice the vocabulary-wide work a step (bench/RESULTS.md).
+        self.mode = mode
         self.prompts = PromptStore(int(prompt_cache_mib * 2**20))
         self.model = loaded.model
         self.tokenizer = loaded.tokenizer
@@ -42,9 +43,9 @@ class Engine:
         self.stop_ids = set(self.cfg.eos_ids) | {self.cfg.pad_id} | self.tokenizer.special_ids()
 
     @classmethod
-    def load(cls, path: str | Path, *, prompt_cache_mib: float = PROMPT_CACHE_MIB, draws: str = "accepted",
+    def load(cls, path: str | Path, *, prompt_cache_mib: float = PROMPT_CACHE_MIB, mode: str = "lean",
              **kwargs) -> Engine:
-        return cls(loader.load(path, **kwargs), prompt_cache_mib=prompt_cache_mib, draws=draws)
+        return cls(loader.load(path, **kwargs), prompt_cache_mib=prompt_cache_mib, mode=mode)
 
     def _sync(self) -> None:
         if self.model.device.type == "cuda":
@@ -110,7 +111,7 @@ class Engine:
         self._sync()
         t1 = time.perf_counter()
         result = denoise(self.model, cache, n, sampler, canvas_length=L, seed=seed, on_step=step_hook,
-                         draws=self.draws)
+                         mode=self.mode)
         self._sync()
         t2 = time.perf_counter()
 
@@ -216,7 +217,7 @@ def _infill_many(engine: Engine, items: list[BatchItem], canvas_length: int, sam
             stopped[i] = stopped[i] or item.cancelled() or (deadlines[i] is not None and now >= deadlines[i])
         return torch.tensor(stopped, device=device)[owner]
 
-    result = denoise(model, cache, int(owner.numel()), sampler, canvas_length=L, on_step=hook, draws=engine.draws)
+    result = denoise(model, cache, int(owner.numel()), sampler, canvas_length=L, on_step=hook, mode=engine.mode)
     engine._sync()
     t2 = time.perf_counter()
 

@@ -263,7 +263,11 @@ class DiffusionGemma(nn.Module):
         """Final norm, tied output projection and soft-cap: h [B, L, D] -> fp32 logits [B, L, V]."""
         logits = F.linear(rms_norm(h, self.norm, self.cfg.rms_norm_eps), self.embed).float()
         cap = self.cfg.final_logit_softcap
-        return torch.tanh(logits / cap) * cap
+        if torch.is_grad_enabled():
+            return torch.tanh(logits / cap) * cap
+        # The same values in place: at inference each [B, L, V] temporary costs a fresh
+        # allocation (and its page faults) every denoising step.
+        return logits.div_(cap).tanh_().mul_(cap)
 
     def _encode(self, prompt: torch.Tensor, prompt_mask: torch.Tensor | None,
                 past: EncoderState | None = None, reuse: int = 0) -> tuple[EncoderState, torch.Tensor]:
@@ -301,21 +305,26 @@ class DiffusionGemma(nn.Module):
         cache: PromptCache,
         sc_logits: torch.Tensor | None = None,
         sc_mask: torch.Tensor | None = None,
+        *,
+        sc_probs: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Bidirectional pass over canvases [B, L] reading `cache`; returns soft-capped fp32 logits [B, L, V].
 
-        `sc_logits` [B, L, V] are the previous step's (processed) logits for self-conditioning;
+        `sc_logits` [B, L, V] are the previous step's (processed) logits for self-conditioning,
+        or `sc_probs` their softmax when the caller has it already (the sampler does);
         `sc_mask` [B] bool turns it off per canvas (training), as the reference's
         `self_conditioning_mask`: a zero signal adds exactly nothing."""
         with self._grad():
-            return self._decode(canvas, cache, sc_logits, sc_mask)
+            return self._decode(canvas, cache, sc_logits, sc_mask, sc_probs)
 
-    def _decode(self, canvas, cache, sc_logits, sc_mask) -> torch.Tensor:
+    def _decode(self, canvas, cache, sc_logits, sc_mask, sc_probs=None) -> torch.Tensor:
         L = canvas.shape[1]
         eps = self.cfg.rms_norm_eps
         h = self.embed_tokens(canvas)
-        if sc_logits is not None:
-            probs = torch.softmax(sc_logits, dim=-1, dtype=torch.float32).to(self.dtype)
+        if sc_logits is not None or sc_probs is not None:
+            if sc_probs is None:
+                sc_probs = torch.softmax(sc_logits, dim=-1, dtype=torch.float32)
+            probs = sc_probs.to(self.dtype)
             soft = (probs @ self.embed) * torch.tensor(self.cfg.hidden_size**0.5).to(h.dtype)
             if sc_mask is not None:
                 soft = soft * sc_mask.to(soft.dtype)[:, None, None]

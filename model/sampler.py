@@ -4,8 +4,9 @@ The canvas starts as uniform random tokens. Each step the decoder predicts every
 a linear temperature schedule scales the logits; a token is sampled per position; the
 lowest-entropy samples are accepted under an entropy bound and the rest re-noised with
 fresh random tokens; a canvas stops when its argmax is stable and its mean entropy is low.
-The output is the argmax canvas. Random draws happen in the reference's order, so the same
-seed gives the same tokens as transformers' `generate`.
+The output is the argmax canvas. In the "reference" mode random draws happen in the
+reference's order and the statistics come from the reference's own ops, so the same seed gives
+the same tokens as transformers' `generate`; the engine runs the "lean" mode (`MODES`).
 
 dgls adds a per-step callback that may stop the loop (cancellation, latency budget) and
 keep the best canvas so far, and per-canvas statistics.
@@ -24,6 +25,9 @@ from dgls.kernels import dispatch
 
 from .config import SamplerConfig
 from .network import DiffusionGemma, PromptCache
+
+
+MODES = ("reference", "accepted", "lean")
 
 
 @dataclass
@@ -67,6 +71,23 @@ def position_stats(logits: torch.Tensor, probs: torch.Tensor) -> tuple[torch.Ten
     return logits.argmax(dim=-1), token_entropy(logits), probs.max(dim=-1).values
 
 
+def lean_stats(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Probabilities [B, L, V], argmax, entropy and top probability [B, L] of the processed
+    logits in one softmax and one dot product over the vocabulary, where the reference's ops
+    take about ten passes (on a 2-core CPU those were a third of a denoising step).
+
+    entropy = logsumexp(z) - sum(p * z), with logsumexp(z) = max(z) - log(max p): two
+    non-negative terms, so nothing cancels; it differs from the reference's value in the last
+    fp32 bits, which can flip an acceptance lying exactly on the entropy bound."""
+    probs = torch.softmax(logits, dim=-1)
+    argmax = logits.argmax(dim=-1)
+    at_max = argmax[..., None]
+    max_prob = probs.gather(-1, at_max).squeeze(-1)
+    spread = logits.gather(-1, at_max).squeeze(-1) - torch.linalg.vecdot(probs, logits)
+    entropy = (spread - torch.log(max_prob)).clamp_(min=0)
+    return probs, argmax, entropy, max_prob
+
+
 def _mean_until_eos(values: torch.Tensor, tokens: torch.Tensor, eos_ids: tuple[int, ...]) -> list[float]:
     """Mean of values [B, L] over positions up to and including each row's first EOS."""
     if eos_ids:
@@ -91,14 +112,16 @@ def denoise(
     generator: torch.Generator | None = None,
     initial_canvas: torch.Tensor | None = None,
     on_step: Callable[[StepState], bool | torch.Tensor] | None = None,
-    draws: str = "reference",
+    mode: str = "reference",
 ) -> DenoiseResult:
     """Denoise `num_canvases` canvases over one prompt cache.
 
-    `draws` "reference" samples a token at every position, then noise, as the reference does
-    (same seed, same tokens as transformers). "accepted" samples only where the step accepts
-    (acceptance depends on the entropies, not on the sample): the same distribution, a
-    fraction of the random draws, which on a CPU cost more than the rest of the sampler.
+    `mode` (`MODES`): "reference" samples a token at every position, then noise, and reads
+    the logits with the reference's ops (same seed, same tokens as transformers). "accepted"
+    samples only where the step accepts (acceptance depends on the entropies, not on the
+    sample): the same distribution, a fraction of the random draws, which on a CPU cost more
+    than the rest of the sampler. "lean" is "accepted" with `lean_stats` and the step's
+    probabilities handed to the next step's self-conditioning instead of recomputed.
 
     `on_step` runs after every step; returning True stops the loop at once and the current
     argmax canvases are returned (stop_reason "callback"). It may instead return a bool
@@ -113,8 +136,8 @@ def denoise(
             generator.seed()
         else:
             generator.manual_seed(seed)
-    if draws not in ("reference", "accepted"):
-        raise ValueError(f"draws must be reference or accepted, not {draws!r}")
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
     if cache.batch not in (1, B):
         raise ValueError(f"prompt cache has batch {cache.batch}, need 1 or {B}")
 
@@ -125,7 +148,7 @@ def denoise(
         if tuple(canvas.shape) != (B, L):
             raise ValueError(f"initial canvas has shape {tuple(canvas.shape)}, need {(B, L)}")
     argmax = canvas
-    sc_logits = None
+    sc_logits = sc_probs = None
     finished = torch.zeros(B, dtype=torch.bool, device=device)
     stopped = torch.zeros(B, dtype=torch.bool, device=device)  # by the callback
     passes = torch.zeros(B, dtype=torch.long, device=device)
@@ -144,18 +167,22 @@ def denoise(
         # ulp off flips near-tied acceptances and the canvases drift apart.
         step = torch.tensor(remaining, dtype=torch.int32, device=device)
         temperature = sampler.t_min + (sampler.t_max - sampler.t_min) * (step / S)
-        logits = model.decode(canvas, cache, sc_logits) / temperature  # [B, L, V] fp32
-        probs = torch.softmax(logits, dim=-1, dtype=torch.float32)
-        if draws == "reference":
-            sampled = torch.multinomial(probs.view(-1, V), 1, generator=generator).view(B, L)
-        new_argmax, entropy, max_prob = position_stats(logits, probs)  # each [B, L]
+        # [B, L, V] fp32; divided in place: the same values as the reference's division
+        logits = model.decode(canvas, cache, sc_logits, sc_probs=sc_probs).div_(temperature)
+        if mode == "lean":
+            probs, new_argmax, entropy, max_prob = lean_stats(logits)
+        else:
+            probs = torch.softmax(logits, dim=-1, dtype=torch.float32)
+            if mode == "reference":
+                sampled = torch.multinomial(probs.view(-1, V), 1, generator=generator).view(B, L)
+            new_argmax, entropy, max_prob = position_stats(logits, probs)  # each [B, L]
 
         # Entropy-bound acceptance: the lowest-entropy positions whose summed entropy, less
         # the largest, stays within the bound.
         sorted_entropy, order = torch.sort(entropy, dim=-1)
         chosen = torch.cumsum(sorted_entropy, dim=-1) - sorted_entropy <= sampler.entropy_bound
         accept = torch.scatter(torch.zeros_like(chosen), -1, order, chosen)
-        if draws != "reference":
+        if mode != "reference":
             where = accept.nonzero(as_tuple=True)
             sampled = canvas.clone()
             if where[0].numel():
@@ -169,7 +196,10 @@ def denoise(
         if frozen.any():  # finished canvases keep their state
             new_argmax = torch.where(frozen[:, None], argmax, new_argmax)
             new_canvas = torch.where(frozen[:, None], canvas, new_canvas)
-            logits = torch.where(frozen[:, None, None], sc_logits, logits)
+            if mode == "lean":
+                probs = torch.where(frozen[:, None, None], sc_probs, probs)
+            else:
+                logits = torch.where(frozen[:, None, None], sc_logits, logits)
 
         if history is None:
             stable = torch.ones(B, dtype=torch.bool, device=device)
@@ -180,7 +210,10 @@ def denoise(
         confident = entropy.mean(dim=-1) < sampler.confidence_threshold
         finished = finished | (stable & confident & ~stopped)
 
-        sc_logits = logits.to(model.dtype)
+        if mode == "lean":
+            sc_probs = probs
+        else:
+            sc_logits = logits.to(model.dtype)
         canvas, argmax = new_canvas, new_argmax
         if (finished | stopped).all():
             stop_reason = "callback" if stopped.any() else "converged"

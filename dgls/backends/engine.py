@@ -3,12 +3,10 @@ The server never uses it, so it has no `refresh`/`warm_up` (status and start-up 
 server's).
 
 The engine is loaded by the caller (the CLI's `load_engine`), so this module imports no torch.
-A cancel stops the denoising at its next step, as in the worker.
+It runs on the caller's thread (see `infill`); the worker is where requests overlap.
 """
 
 from __future__ import annotations
-
-import asyncio
 
 from ..model.api import InfillCall, InfillResult
 from .base import Cancel
@@ -25,11 +23,15 @@ class EngineBackend:
         return self.engine.count_tokens(text)
 
     async def infill(self, call: InfillCall, cancel: Cancel) -> InfillResult | None:
-        # On a thread: the event loop stays free to take the cancel while the model runs.
-        result = await asyncio.to_thread(
-            self.engine.infill, call.request, n=call.n, canvas_length=call.canvas_length, seed=call.seed,
-            budget_ms=call.budget_ms, on_step=lambda _: cancel.is_set())
-        return None if cancel.is_set() else result
+        # On this thread, the one that loaded the engine, although it holds up the event loop:
+        # torch on a second thread starts a second OpenMP team, and libgomp, seeing more
+        # threads than cores, then stops spinning between parallel regions, which made every
+        # denoising step ~1.8x slower on 2 cores (bench/RESULTS.md, "One thread for torch").
+        # A cancel set before the call still stops the loop at its first step.
+        if cancel.is_set():
+            return None
+        return self.engine.infill(call.request, n=call.n, canvas_length=call.canvas_length, seed=call.seed,
+                                  budget_ms=call.budget_ms, on_step=lambda _: cancel.is_set())
 
     def describe(self) -> dict:
         return {"kind": "engine", "model": self.model, "partial_on_budget": True}

@@ -7,7 +7,7 @@ import torch
 
 from dgls.model import loader
 from dgls.model.config import SamplerConfig
-from dgls.model.sampler import denoise
+from dgls.model.sampler import MODES, denoise, lean_stats, position_stats
 
 
 @pytest.fixture(scope="module")
@@ -63,3 +63,42 @@ def test_sampler_config_rejects_nonsense():
         SamplerConfig(t_min=0.9, t_max=0.1)
     with pytest.raises(ValueError, match="max_steps"):
         SamplerConfig(max_steps=0)
+
+
+def test_lean_statistics_agree_with_the_reference_ops():
+    # Flat, peaked and one-hot-like rows, as a step's logits are early, late and at the end.
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 16, 512, generator=g) * torch.tensor([0.1, 3.0, 40.0])[:, None, None]
+    probs, argmax, entropy, max_prob = lean_stats(logits)
+    ref_argmax, ref_entropy, ref_max_prob = position_stats(logits, torch.softmax(logits, dim=-1))
+    assert torch.equal(argmax, ref_argmax)
+    torch.testing.assert_close(probs, torch.softmax(logits, dim=-1))
+    torch.testing.assert_close(max_prob, ref_max_prob)
+    torch.testing.assert_close(entropy, ref_entropy, atol=2e-5, rtol=1e-5)
+    assert (entropy >= 0).all()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_lean_mode_writes_what_the_accepted_mode_writes(model, cache, seed):
+    # Same draws, same acceptances, same self-conditioning (fp32): the lean arithmetic must not
+    # change a single token or step count.
+    s = SamplerConfig(max_steps=12)
+    lean = denoise(model, cache, 3, s, seed=seed, mode="lean")
+    accepted = denoise(model, cache, 3, s, seed=seed, mode="accepted")
+    assert torch.equal(lean.tokens, accepted.tokens)
+    assert lean.steps == accepted.steps
+    assert lean.accepted_per_step == accepted.accepted_per_step
+
+
+def test_lean_mode_keeps_finished_canvases(model, cache):
+    # A canvas stopped by the callback keeps its canvas while the others go on.
+    def stop_first(state):
+        return torch.tensor([state.step >= 2, False])
+
+    result = denoise(model, cache, 2, SamplerConfig(max_steps=6), seed=0, on_step=stop_first, mode="lean")
+    assert result.steps == [2, 6]
+
+
+def test_unknown_mode_is_refused(model, cache):
+    with pytest.raises(ValueError, match="mode must be one of " + ", ".join(MODES)):
+        denoise(model, cache, 1, SamplerConfig(max_steps=2), seed=0, mode="fast")
