@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from dgls.model.engine import Engine, EngineError
@@ -101,3 +103,29 @@ def test_left_padded_batch_decodes_as_each_prompt_alone(engine):
     padded = model.encode(prompt, mask)
     row0 = type(padded)([k[:1] for k in padded.keys], [v[:1] for v in padded.values], padded.length, padded.mask[:1])
     torch.testing.assert_close(model.decode(canvas, row0), alone, rtol=1e-4, atol=1e-4)
+
+
+# A slow CPU, simulated: each denoising step takes 100 ms more than the model's own work.
+# The request must come back within its 250 ms budget, with the best canvas so far, rather
+# than run the step that ends past it (the budget counts from the call; every step is the
+# same length, so after two or three steps the next one visibly would not fit).
+SLOW_STEP_S, BUDGET_MS = 0.1, 250
+
+
+def test_a_slow_step_that_would_overrun_the_budget_is_not_started(engine):
+    result = engine.infill(InfillRequest("def f(a):\n    return ", "\n"), n=2, canvas_length=8, max_steps=20,
+                           seed=0, budget_ms=BUDGET_MS, on_step=lambda _: time.sleep(SLOW_STEP_S) and False)
+    assert result.stop_reason == "callback"
+    assert result.encode_ms + result.denoise_ms < BUDGET_MS
+    assert result.candidates[0].steps in (2, 3)
+
+
+def test_a_batched_request_keeps_its_budget_on_a_slow_step(engine):
+    from dgls.model.engine import BatchItem
+
+    slow = BatchItem(InfillRequest("x = [", "]\n"), n=1, budget_ms=BUDGET_MS,
+                     cancelled=lambda: time.sleep(SLOW_STEP_S) and False)
+    result, = engine.infill_many([slow], canvas_length=8, max_steps=20)
+    assert result.stop_reason == "callback"
+    assert result.encode_ms + result.denoise_ms < BUDGET_MS
+    assert result.candidates[0].steps in (2, 3)
