@@ -26,7 +26,7 @@ class EngineBackend:
         # On this thread, the one that loaded the engine, although it holds up the event loop:
         # torch on a second thread starts a second OpenMP team, and libgomp, seeing more
         # threads than cores, then stops spinning between parallel regions, which made every
-        # denoising step ~1.8x slower on 2 cores (bench/RESULTS.md, "One thread for torch").
+        # denoising step 1.6x slower on 2 cores (bench/bench_torch_thread.py, bench/RESULTS.md).
         # A cancel set before the call still stops the loop at its first step.
         if cancel.is_set():
             return None
