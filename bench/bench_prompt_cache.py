@@ -3,12 +3,14 @@
     python bench/bench_prompt_cache.py [--files dgls/hole.py dgls/cache.py] [--lines 6] [--steps 8]
 
 Lines of real files are deleted and re-typed one character at a time. After each character
-the suggestion path runs in-process as the worker runs it (dgls.complete: tree-sitter hole,
-windows at the default 1024/256 tokens, the line canvas, the automatic candidates), on a
+the suggestion path runs in-process (dgls.complete: tree-sitter hole, windows at the default
+1024/256 tokens, the line canvas, the automatic candidates; one request at a time through
+`Engine.infill`, where the worker batches through `infill_many`), on a
 model of dgls-tiny's dimensions with random weights in suffix-prefix-middle order and a fixed
 number of denoising steps (a random model never converges, so every request does the same
-work). One engine per configuration (`CONFIGS`: the engine before the latency work, then each
-technique added in turn), all in one process and interleaved keystroke by keystroke, so a
+work). One engine per configuration (`CONFIGS`: the store and the sampler as before the
+latency work, then each technique added in turn; every row has today's in-place soft-cap and
+runs on the thread that loaded it), all in one process and interleaved keystroke by keystroke, so a
 drift of the machine touches every configuration alike. Reported per configuration: latency
 p50/p95, encode and denoise p50, the share of prompt tokens encoded, candidates equal to the
 baseline's (same seed); then, in a process of its own with one engine, the RSS with the

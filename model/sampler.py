@@ -73,18 +73,20 @@ def position_stats(logits: torch.Tensor, probs: torch.Tensor) -> tuple[torch.Ten
 
 def lean_stats(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Probabilities [B, L, V], argmax, entropy and top probability [B, L] of the processed
-    logits in one softmax and one dot product over the vocabulary, where the reference's ops
-    take about ten passes (on a 2-core CPU those were a third of a denoising step).
+    logits in one softmax, a subtraction and one dot product over the vocabulary, where the
+    reference's ops take about ten passes. Overwrites `logits` (with logits - max).
 
-    entropy = logsumexp(z) - sum(p * z), with logsumexp(z) = max(z) - log(max p): two
-    non-negative terms, so nothing cancels; it differs from the reference's value in the last
-    fp32 bits, which can flip an acceptance lying exactly on the entropy bound."""
+    entropy = logsumexp(z) - sum(p * z) = sum(p * (max z - z)) - log(max p): two non-negative
+    terms, and the first is summed from differences to the maximum, which are small exactly
+    where p is large, so a peaked distribution's entropy keeps its relative precision (the
+    plain sum(p * z) loses ~1e-4 to cancellation at logits of ~75). It differs from the
+    reference's value in the last bits, which can flip an acceptance lying on the bound."""
     probs = torch.softmax(logits, dim=-1)
     argmax = logits.argmax(dim=-1)
     at_max = argmax[..., None]
     max_prob = probs.gather(-1, at_max).squeeze(-1)
-    spread = logits.gather(-1, at_max).squeeze(-1) - torch.linalg.vecdot(probs, logits)
-    entropy = (spread - torch.log(max_prob)).clamp_(min=0)
+    below_max = logits.sub_(logits.gather(-1, at_max))  # z - max z <= 0
+    entropy = (-torch.linalg.vecdot(probs, below_max) - torch.log(max_prob)).clamp_(min=0)
     return probs, argmax, entropy, max_prob
 
 
@@ -120,8 +122,9 @@ def denoise(
     the logits with the reference's ops (same seed, same tokens as transformers). "accepted"
     samples only where the step accepts (acceptance depends on the entropies, not on the
     sample): the same distribution, a fraction of the random draws, which on a CPU cost more
-    than the rest of the sampler. "lean" is "accepted" with `lean_stats` and the step's
-    probabilities handed to the next step's self-conditioning instead of recomputed.
+    than the rest of the sampler. "lean" is "accepted" with `lean_stats` and the step's fp32
+    probabilities handed to the next step's self-conditioning instead of recomputed (the same
+    values for an fp32 model; a bf16 one's reference softmax reads logits rounded to bf16).
 
     `on_step` runs after every step; returning True stops the loop at once and the current
     argmax canvases are returned (stop_reason "callback"). It may instead return a bool
@@ -170,7 +173,7 @@ def denoise(
         # [B, L, V] fp32; divided in place: the same values as the reference's division
         logits = model.decode(canvas, cache, sc_logits, sc_probs=sc_probs).div_(temperature)
         if mode == "lean":
-            probs, new_argmax, entropy, max_prob = lean_stats(logits)
+            probs, new_argmax, entropy, max_prob = lean_stats(logits)  # logits spent
         else:
             probs = torch.softmax(logits, dim=-1, dtype=torch.float32)
             if mode == "reference":
@@ -182,15 +185,15 @@ def denoise(
         sorted_entropy, order = torch.sort(entropy, dim=-1)
         chosen = torch.cumsum(sorted_entropy, dim=-1) - sorted_entropy <= sampler.entropy_bound
         accept = torch.scatter(torch.zeros_like(chosen), -1, order, chosen)
-        if mode != "reference":
-            where = accept.nonzero(as_tuple=True)
+        running = ~frozen
+        if mode != "reference":  # draws for running canvases only: a frozen one keeps its own
+            where = (accept & running[:, None]).nonzero(as_tuple=True)
             sampled = canvas.clone()
             if where[0].numel():
                 sampled[where] = torch.multinomial(probs[where], 1, generator=generator).squeeze(-1)
         noise = torch.randint(0, V, (B, L), device=device, generator=generator)
         new_canvas = torch.where(accept, sampled, noise)
 
-        running = ~frozen
         accepted_log.append(torch.where(running, accept.sum(-1), 0))
         top_prob = torch.where(running[:, None], max_prob, top_prob)
         if frozen.any():  # finished canvases keep their state

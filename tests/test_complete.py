@@ -75,7 +75,7 @@ def test_completion_items_carry_their_final_text_and_range(engine):
         assert result.texts == [s.text + ")" for s in result.suggestions]
 
 
-def test_a_cancelled_request_stops_at_the_first_step_and_answers_nothing(engine):
+def test_a_request_cancelled_before_it_runs_answers_nothing(engine):
     from dgls.backends.base import Cancel
 
     async def run():

@@ -27,11 +27,12 @@ class EngineBackend:
         # torch on a second thread starts a second OpenMP team, and libgomp, seeing more
         # threads than cores, then stops spinning between parallel regions, which made every
         # denoising step 1.6x slower on 2 cores (bench/bench_torch_thread.py, bench/RESULTS.md).
-        # A cancel set before the call still stops the loop at its first step.
+        # Nothing can cancel it while it runs, then: a cancel set before the call answers None
+        # without encoding. The CLI, its one user, asks once and waits.
         if cancel.is_set():
             return None
         return self.engine.infill(call.request, n=call.n, canvas_length=call.canvas_length, seed=call.seed,
-                                  budget_ms=call.budget_ms, on_step=lambda _: cancel.is_set())
+                                  budget_ms=call.budget_ms)
 
     def describe(self) -> dict:
         return {"kind": "engine", "model": self.model, "partial_on_budget": True}
