@@ -172,7 +172,7 @@ def denoise(
         temperature = sampler.t_min + (sampler.t_max - sampler.t_min) * (step / S)
         # [B, L, V] fp32; divided in place: the same values as the reference's division
         logits = model.decode(canvas, cache, sc_logits, sc_probs=sc_probs).div_(temperature)
-        if mode == "lean":
+        if mode == "lean" and not dispatch.runs_triton(logits):  # the kernel is one pass already
             probs, new_argmax, entropy, max_prob = lean_stats(logits)  # logits spent
         else:
             probs = torch.softmax(logits, dim=-1, dtype=torch.float32)
