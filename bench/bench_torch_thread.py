@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -49,9 +50,8 @@ def steps(engine) -> float:
         ts = [time.perf_counter()]
         engine.infill_ids(list(range(5, 297)), n=2, canvas_length=32, max_steps=8, seed=0,
                           on_step=lambda _: ts.append(time.perf_counter()) and False)
-        gaps = sorted(b - a for a, b in zip(ts[1:], ts[2:]))  # steps 2..8: no encode in them
-        medians.append(gaps[len(gaps) // 2] * 1e3)
-    return sorted(medians)[len(medians) // 2]
+        medians.append(statistics.median(b - a for a, b in zip(ts[1:], ts[2:])) * 1e3)  # steps 2..8: no encode
+    return statistics.median(medians)
 
 
 def child(placement: str) -> float:
@@ -82,9 +82,9 @@ def main() -> None:
 
     print(f"device: CPU ({platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads, "
           f"{torch.backends.cpu.get_cpu_capability()}); median denoising step, 2 x 32 tokens, {args.rounds} rounds")
-    base = sorted(ms["one thread"])[len(ms["one thread"]) // 2]
+    base = statistics.median(ms["one thread"])
     for placement, values in ms.items():
-        median = sorted(values)[len(values) // 2]
+        median = statistics.median(values)
         print(f"{placement:17s} {median:6.1f} ms a step ({', '.join(f'{v:.1f}' for v in values)}): "
               f"{median / base:.2f}x the one-thread step")
 
